@@ -1,0 +1,913 @@
+"""The training core: a model-agnostic :class:`Trainer`.
+
+Nothing in this file knows about any model.  A model supplies its loss for a batch, as a
+function ``loss_fn(model, batch) -> loss`` (or ``(loss, {"name": value, ...})``); by default
+the Trainer calls ``model.loss(batch)``.  Everything else is the Trainer's job:
+
+- the device (cuda, mps, cpu) and the precision (``fp32``, ``bf16`` or ``fp16`` autocast, with
+  a gradient scaler for fp16), optional ``torch.compile``, fused AdamW on CUDA;
+- gradient clipping and accumulation, learning-rate warm-up and cosine/linear decay,
+  an exponential moving average (EMA) of the weights, early stopping on a validation metric;
+- several objectives, each with its own optimiser (a GAN's discriminator and generator), run
+  in turn, each any number of times per step;
+- a history of metrics, ``tqdm`` progress bars (widgets in Jupyter), callbacks;
+- checkpoints that hold everything needed to resume exactly (model, optimisers, schedulers,
+  scalers, EMA, step, data position and every random-number generator), written atomically and
+  read without executing pickled code;
+- a guard that stops on a non-finite loss and names the step;
+- multi-process data parallel training when launched by ``torchrun`` (DDP; rank-sharded
+  batches; checkpoints written by rank 0 only).
+
+Datasets that fit in memory take the fast path: :class:`TensorLoader` slices batches from
+tensors already on the device, with no DataLoader, worker processes or host-to-device copies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .budget import bf16_supported, resolve_device
+from .checkpoint import load_checkpoint, save_checkpoint
+
+CHECKPOINT_FORMAT = "genai-course-trainer/1"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "linear")
+
+LossOutput = Tensor | tuple[Tensor, dict[str, Tensor | float]]
+LossFn = Callable[[nn.Module, Any], LossOutput]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when a training loss is NaN or infinite; ``step`` is the 1-based step it happened at."""
+
+    def __init__(self, step: int, objective: str, value: float):
+        self.step, self.objective, self.value = step, objective, value
+        super().__init__(
+            f"the {objective!r} loss is {value} at step {step}; training stopped. "
+            "The last checkpoint on disk (if any) is from before this step. "
+            "Try a lower learning rate, gradient clipping, or fp32 precision."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class TrainConfig:
+    """Everything about *how* to train; the model and data are given to the :class:`Trainer`."""
+
+    steps: int = 1000  # optimiser steps; the schedule spans them
+    batch_size: int = 64  # per process; one optimiser step sees batch_size*accumulate*world_size
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop
+    weight_decay: float = 0.0  # decoupled for adamw, L2 in the loss gradient for the others
+    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
+    momentum: float = 0.9  # sgd and rmsprop
+    schedule: str = "constant"  # constant | cosine | linear, after warm-up
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    min_lr_ratio: float = 0.0  # where cosine/linear decay ends, as a fraction of lr
+    grad_clip: float | None = None  # max global grad norm, per objective
+    accumulate: int = 1  # micro-batches per optimiser step
+    precision: str = "auto"  # auto: bf16 on CUDA when supported, else fp32
+    compile: bool = False  # torch.compile the loss computation
+    ema_decay: float | None = None  # e.g. 0.999; None: no EMA
+    ema_of: str | None = None  # submodule to average (e.g. "generator"); None: the whole model
+    eval_every: int = 0  # steps between validations; 0: only at the end
+    eval_batches: int | None = None  # cap on validation batches; None: the whole split
+    monitor: str = "val_loss"  # metric that early stopping and "best" watch
+    mode: str = "min"  # min | max
+    patience: int | None = None  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # an improvement must beat the best by this much
+    restore_best: bool = False  # load the best weights (by monitor) when training ends
+    checkpoint_dir: str | None = None  # where last.pt goes; None: no checkpoints
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end
+    log_every: int = 10  # steps between history records (and loss finiteness checks)
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True  # tqdm progress bar (a widget in Jupyter)
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("mode", self.mode, ("min", "max"))
+        for name in ("steps", "batch_size", "accumulate", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        self.betas = tuple(self.betas)
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+@dataclass
+class Objective:
+    """One loss and the optimiser that minimises it.
+
+    A plain model has one objective.  A GAN has two: the discriminator's loss updates only the
+    discriminator's parameters and the generator's loss only the generator's.  While an
+    objective runs, the parameters it does not own have ``requires_grad`` switched off, so no
+    gradient is computed for them at all.
+    """
+
+    name: str
+    loss_fn: LossFn
+    module: str | None = None  # dotted name of the submodule it updates; None: the whole model
+    repeats: int = 1  # optimiser steps per Trainer step (e.g. n_critic = 5 for WGAN)
+    lr: float | None = None  # overrides TrainConfig.lr
+    betas: tuple[float, float] | None = None  # overrides TrainConfig.betas
+    weight_decay: float | None = None  # overrides TrainConfig.weight_decay
+
+
+def lr_factor(step: int, *, total: int, warmup: int = 0, schedule: str = "constant",
+              min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier after ``step`` optimiser steps.
+
+    Linear warm-up :math:`s/w` for :math:`s < w`, then, with progress
+    :math:`p = (s - w)/(T - w) \\in [0, 1]`,
+    constant: 1; linear: :math:`1 - (1 - r)p`; cosine: :math:`r + (1 - r)(1 + \\cos \\pi p)/2`,
+    where :math:`r` is ``min_ratio``.
+    """
+    _check_choice("schedule", schedule, SCHEDULES)
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_ratio) * progress
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ----------------------------------------------------------------------------------------------
+# data: the in-memory fast path
+
+
+class TensorLoader:
+    """Mini-batches sliced from tensors that are already in memory (ideally on the device).
+
+    ``TensorLoader(x, y, batch_size=128)`` yields ``(x[idx], y[idx])`` (or ``x[idx]`` for a
+    single tensor).  The order of epoch ``e`` is ``randperm(N)`` from a generator seeded with
+    ``seed + e``, so the position in the stream is just ``(epoch, batch)`` and a resumed run
+    sees exactly the batches the uninterrupted one would.  Under data parallel training
+    (:meth:`shard`) every rank draws the same permutation, takes the same global batch of
+    ``batch_size * world_size`` indices and keeps every ``world_size``-th one from its rank.
+
+    ``transform`` (e.g. :func:`genai_course.data.random_shift`) is applied to the first tensor
+    of each training batch, on the device.
+    """
+
+    def __init__(self, *tensors: Tensor, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = True, seed: int = 0,
+                 transform: Callable[[Tensor], Tensor] | None = None):
+        if not tensors:
+            raise ValueError("TensorLoader needs at least one tensor")
+        n = len(tensors[0])
+        for i, t in enumerate(tensors):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"tensor {i} is a {type(t).__name__}, expected a torch.Tensor")
+            if len(t) != n:
+                raise ValueError(f"all tensors need the same first dimension: tensor 0 has {n}, "
+                                 f"tensor {i} has {len(t)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tensors = tensors
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.seed, self.transform = seed, transform
+        self.rank, self.world_size = 0, 1
+        self.epoch, self.batch = 0, 0  # position of the next batch
+        self._order: Tensor | None = None
+        self._order_epoch = -1
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        """Batches per epoch (for this rank)."""
+        global_batch = self.batch_size * self.world_size
+        if self.drop_last:
+            return self.num_examples // global_batch
+        return math.ceil(self.num_examples / global_batch)
+
+    def to(self, device: torch.device | str) -> TensorLoader:
+        """Move the tensors to ``device`` (once, before training) and return self."""
+        self.tensors = tuple(t.to(device) for t in self.tensors)
+        return self
+
+    def shard(self, rank: int, world_size: int) -> TensorLoader:
+        """Make this loader yield only rank ``rank``'s share of each global batch."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def _epoch_order(self, epoch: int) -> Tensor:
+        if self._order_epoch != epoch:
+            if self.shuffle:
+                g = torch.Generator().manual_seed(self.seed + epoch)
+                order = torch.randperm(self.num_examples, generator=g)
+            else:
+                order = torch.arange(self.num_examples)
+            self._order = order.to(self.tensors[0].device)
+            self._order_epoch = epoch
+        return self._order
+
+    def next_batch(self) -> Tensor | tuple[Tensor, ...]:
+        """The next batch of the endless stream (epochs follow each other)."""
+        if len(self) == 0:
+            raise ValueError(f"{self.num_examples} examples cannot fill one batch of "
+                             f"{self.batch_size * self.world_size} with drop_last=True")
+        if self.batch >= len(self):
+            self.epoch, self.batch = self.epoch + 1, 0
+        order = self._epoch_order(self.epoch)
+        global_batch = self.batch_size * self.world_size
+        idx = order[self.batch * global_batch:(self.batch + 1) * global_batch]
+        idx = idx[self.rank::self.world_size]
+        self.batch += 1
+        out = tuple(t[idx] for t in self.tensors)
+        if self.transform is not None:
+            out = (self.transform(out[0]),) + out[1:]
+        return out[0] if len(out) == 1 else out
+
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, ...]]:
+        """One pass over the data in order (for evaluation); does not move the stream position."""
+        step = self.batch_size
+        n = self.num_examples
+        stop = n - n % step if self.drop_last else n
+        for start in range(0, stop, step):
+            out = tuple(t[start:start + step] for t in self.tensors)
+            yield out[0] if len(out) == 1 else out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch, self.seed = int(state["epoch"]), int(state["batch"]), int(state["seed"])
+
+
+class _IterableStream:
+    """An endless stream over any re-iterable (e.g. a DataLoader), restarting it each epoch.
+
+    Resuming does not reproduce the exact batch order of an arbitrary iterable; use
+    :class:`TensorLoader` (or a seeded sampler) when that matters.
+    """
+
+    def __init__(self, data: Iterable):
+        self.data = data
+        self._it: Iterator | None = None
+        self.epoch = 0
+
+    def next_batch(self) -> Any:
+        if self._it is None:
+            self._it = iter(self.data)
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.epoch += 1
+            self._it = iter(self.data)
+            try:
+                return next(self._it)
+            except StopIteration:
+                raise ValueError("the training data yielded no batch") from None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch = int(state.get("epoch", 0))
+
+
+def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> TensorLoader | _IterableStream:
+    if isinstance(data, TensorLoader):
+        return data
+    if isinstance(data, Tensor):
+        return TensorLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
+        return TensorLoader(*data, batch_size=batch_size, shuffle=shuffle, seed=seed)
+    if isinstance(data, Iterable):
+        return _IterableStream(data)
+    raise TypeError(f"training data must be a Tensor, a tuple of Tensors, a TensorLoader or an "
+                    f"iterable of batches, got {type(data).__name__}")
+
+
+def _eval_batches(data: Any, batch_size: int) -> Iterable:
+    if isinstance(data, Tensor):
+        return TensorLoader(data, batch_size=batch_size, shuffle=False, drop_last=False)
+    if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
+        return TensorLoader(*data, batch_size=batch_size, shuffle=False, drop_last=False)
+    return data
+
+
+def move_to(batch: Any, device: torch.device) -> Any:
+    """Move every tensor in a (nested) batch to ``device``; tensors already there are untouched."""
+    if isinstance(batch, Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+# ----------------------------------------------------------------------------------------------
+# history and callbacks
+
+
+class History:
+    """Metrics recorded during training: a list of ``{"step": s, name: value, ...}`` rows."""
+
+    def __init__(self, records: list[dict[str, float]] | None = None):
+        self.records: list[dict[str, float]] = list(records or [])
+
+    def append(self, step: int, **values: float) -> None:
+        self.records.append({"step": step, **{k: float(v) for k, v in values.items()}})
+
+    def keys(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.records:
+            seen.update(dict.fromkeys(k for k in r if k != "step"))
+        return list(seen)
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        """The steps at which ``key`` was recorded and its values."""
+        if key not in self.keys():
+            raise KeyError(f"no metric {key!r} in the history; recorded: {self.keys()}")
+        rows = [r for r in self.records if key in r]
+        return [int(r["step"]) for r in rows], [r[key] for r in rows]
+
+    def last(self, key: str) -> float:
+        return self.series(key)[1][-1]
+
+    def best(self, key: str, mode: str = "min") -> float:
+        values = self.series(key)[1]
+        return min(values) if mode == "min" else max(values)
+
+    def plot(self, keys: Sequence[str] | None = None, ax=None, logy: bool = False):
+        """Plot metrics against the step (train and validation on one axis); returns the axis."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        keys = list(keys) if keys is not None else [k for k in self.keys() if "loss" in k]
+        for key in keys:
+            steps, values = self.series(key)
+            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
+        ax.set_xlabel("step")
+        if logy:
+            ax.set_yscale("log")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        return ax
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class Callback:
+    """Hooks into the training loop; override the ones you need."""
+
+    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_step_end(self, trainer: Trainer) -> None: ...
+    def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
+
+
+class EveryN(Callback):
+    """Call ``fn(trainer)`` every ``n`` steps (and at the end), e.g. to draw samples."""
+
+    def __init__(self, n: int, fn: Callable[[Trainer], None], at_end: bool = True):
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        self.n, self.fn, self.at_end = n, fn, at_end
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        if trainer.step % self.n == 0:
+            self.fn(trainer)
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self.at_end and trainer.step % self.n != 0:
+            self.fn(trainer)
+
+
+# ----------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, local_rank, world_size)`` from torchrun's environment (``(0, 0, 1)`` without it)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world
+
+
+def _init_distributed(device: torch.device) -> None:
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+
+
+class _LossModule(nn.Module):
+    """Wraps ``loss_fn(model, batch)`` as a forward pass, so DDP and torch.compile see it."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> LossOutput:
+        return self.loss_fn(self.model, batch)
+
+
+def _split_loss(out: LossOutput, objective: str) -> tuple[Tensor, dict[str, Tensor | float]]:
+    if isinstance(out, tuple):
+        loss, logs = out
+    else:
+        loss, logs = out, {}
+    if not isinstance(loss, Tensor) or loss.ndim != 0:
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(f"the {objective!r} loss function must return a scalar tensor "
+                         f"(or (scalar, dict)), got {shape}")
+    return loss, logs
+
+
+def _default_loss(model: nn.Module, batch: Any) -> LossOutput:
+    if not hasattr(model, "loss"):
+        raise TypeError(f"{type(model).__name__} has no .loss(batch) method: pass loss_fn= "
+                        "or objectives= to the Trainer")
+    return model.loss(batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Train ``model`` on ``train_data`` as ``config`` says.
+
+    Args:
+        model: any ``nn.Module``.
+        train_data: a :class:`TensorLoader`, a tensor or tuple of tensors (wrapped in a
+            TensorLoader with ``config.batch_size``), or any iterable of batches (a DataLoader).
+        config: a :class:`TrainConfig`.
+        val_data: like ``train_data``, for validation (evaluated in order, without shuffling).
+        loss_fn: ``loss_fn(model, batch) -> loss | (loss, logs)``; default ``model.loss(batch)``.
+        objectives: several :class:`Objective` instead of ``loss_fn`` (e.g. for GANs).
+        metrics_fn: ``metrics_fn(model) -> {"val_...": value}``, extra validation metrics.
+        callbacks: :class:`Callback` instances.
+
+    ``fit()`` trains; ``history`` holds the metrics; ``ema_model`` the averaged weights (if
+    ``config.ema_decay``); ``save_checkpoint``/``load_checkpoint`` resume exactly.
+    """
+
+    def __init__(self, model: nn.Module, train_data: Any, config: TrainConfig | None = None, *,
+                 val_data: Any = None, loss_fn: LossFn | None = None,
+                 objectives: Sequence[Objective] | None = None,
+                 metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+                 callbacks: Sequence[Callback] = ()):
+        self.config = config = config or TrainConfig()
+        if loss_fn is not None and objectives is not None:
+            raise ValueError("give loss_fn or objectives, not both")
+        self.rank, self.local_rank, self.world_size = distributed_env()
+        self.device = resolve_device(config.device)
+        if self.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        self.precision = self._resolve_precision(config.precision)
+        self.model = model.to(self.device)
+        if self.device.type == "cuda" and not self.precision == "fp32":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        self.objectives = list(objectives or [Objective("train", loss_fn or _default_loss)])
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"objective names must be unique, got {names}")
+
+        self.stream = _as_stream(train_data, config.batch_size, config.shuffle, config.seed)
+        if isinstance(self.stream, TensorLoader):
+            self.stream.to(self.device)
+        self.val_data = move_to(val_data, self.device) if isinstance(val_data, (Tensor, tuple)) else val_data
+        self.metrics_fn = metrics_fn
+        self.callbacks = list(callbacks)
+
+        self.step = 0
+        self.history = History()
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self._bad_evals = 0
+        self._best_state: dict[str, Tensor] | None = None
+        self.stop_reason: str | None = None
+
+        if self.world_size > 1:
+            _init_distributed(self.device)
+            if isinstance(self.stream, TensorLoader):
+                self.stream.shard(self.rank, self.world_size)
+        # Different ranks need different noise (dropout, GAN latents); rank 0 matches 1 process.
+        torch.manual_seed(config.seed + self.rank)
+        self._params: dict[str, list[nn.Parameter]] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        for obj in self.objectives:
+            params = [p for p in self._module_of(obj.module).parameters() if p.requires_grad]
+            if not params:
+                raise ValueError(f"objective {obj.name!r} has no trainable parameters")
+            self._params[obj.name] = params
+            self.optimizers[obj.name] = self._make_optimizer(obj, params)
+            self.schedulers[obj.name] = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizers[obj.name],
+                lambda s: lr_factor(s, total=config.steps, warmup=config.warmup_steps,
+                                    schedule=config.schedule, min_ratio=config.min_lr_ratio))
+            self.scalers[obj.name] = torch.amp.GradScaler(
+                self.device.type, enabled=self.precision == "fp16")
+        self._all_params = {id(p) for ps in self._params.values() for p in ps}
+
+        self.ema_model: AveragedModel | None = None
+        if config.ema_decay is not None:
+            self.ema_model = AveragedModel(self._module_of(config.ema_of),
+                                           multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                           use_buffers=True)
+
+        self._ddp = self.world_size > 1 and len(self.objectives) == 1
+        self._forward: dict[str, nn.Module] = {}
+        for obj in self.objectives:
+            fwd: nn.Module = _LossModule(self.model, obj.loss_fn)
+            if self._ddp:
+                fwd = nn.parallel.DistributedDataParallel(
+                    fwd, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if config.compile:
+                fwd = torch.compile(fwd)
+            self._forward[obj.name] = fwd
+        if self.world_size > 1 and not self._ddp:
+            self._broadcast_parameters()
+
+    # -- set-up helpers ---------------------------------------------------------------------
+
+    def _resolve_precision(self, precision: str) -> str:
+        # CPU bf16 autocast is only worth it with native bf16 units; "auto" stays fp32 there.
+        if precision == "auto":
+            return "bf16" if self.device.type == "cuda" and bf16_supported(self.device) else "fp32"
+        return precision
+
+    def _module_of(self, name: str | None) -> nn.Module:
+        if name is None:
+            return self.model
+        try:
+            return self.model.get_submodule(name)
+        except AttributeError:
+            children = [n for n, _ in self.model.named_children()]
+            raise ValueError(f"model has no submodule {name!r}; its children are {children}") from None
+
+    def _make_optimizer(self, obj: Objective, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        c = self.config
+        lr = obj.lr or c.lr
+        wd = c.weight_decay if obj.weight_decay is None else obj.weight_decay
+        betas = obj.betas or c.betas
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        if c.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, **fused)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, **fused)
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=c.momentum, weight_decay=wd, **fused)
+        return torch.optim.RMSprop(params, lr=lr, momentum=c.momentum, weight_decay=wd)
+
+    def _broadcast_parameters(self) -> None:
+        with torch.no_grad():
+            for t in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(t.data, src=0)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    @contextlib.contextmanager
+    def _only_training(self, obj: Objective):
+        """Switch off requires_grad for parameters other objectives own, while ``obj`` runs."""
+        if len(self.objectives) == 1:
+            yield
+            return
+        own = {id(p) for p in self._params[obj.name]}
+        frozen = [p for p in self.model.parameters()
+                  if id(p) in self._all_params and id(p) not in own and p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def lr(self, objective: str | None = None) -> float:
+        """The current learning rate of an objective (the first by default)."""
+        name = objective or self.objectives[0].name
+        return self.optimizers[name].param_groups[0]["lr"]
+
+    def _optimizer_step(self, obj: Objective, window: dict[str, list]) -> None:
+        c = self.config
+        opt, scaler, fwd = self.optimizers[obj.name], self.scalers[obj.name], self._forward[obj.name]
+        opt.zero_grad(set_to_none=True)
+        with self._only_training(obj):
+            for micro in range(c.accumulate):
+                batch = move_to(self.stream.next_batch(), self.device)
+                sync = (not self._ddp or micro == c.accumulate - 1)
+                ctx = contextlib.nullcontext() if sync else self._no_sync(fwd)
+                with ctx:
+                    with self._autocast():
+                        loss, logs = _split_loss(fwd(batch), obj.name)
+                    scaler.scale(loss / c.accumulate if c.accumulate > 1 else loss).backward()
+                window.setdefault(f"{obj.name}_loss", []).append(loss.detach())
+                for k, v in logs.items():
+                    window.setdefault(k, []).append(v.detach() if isinstance(v, Tensor) else v)
+        if self.world_size > 1 and not self._ddp:
+            for p in self._params[obj.name]:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad.div_(self.world_size)
+        if c.grad_clip is not None:
+            scaler.unscale_(opt)
+            norm = nn.utils.clip_grad_norm_(self._params[obj.name], c.grad_clip)
+            window.setdefault(f"{obj.name}_grad_norm", []).append(norm.detach())
+        scaler.step(opt)
+        scaler.update()
+
+    @staticmethod
+    def _no_sync(fwd: nn.Module) -> contextlib.AbstractContextManager:
+        inner = getattr(fwd, "_orig_mod", fwd)
+        return inner.no_sync() if hasattr(inner, "no_sync") else contextlib.nullcontext()
+
+    def _flush(self, window: dict[str, list], first_step: int) -> dict[str, float]:
+        """Check the window's losses are finite (one device sync) and average every metric."""
+        out: dict[str, float] = {}
+        for key, values in window.items():
+            if not values:
+                continue
+            vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device)
+                                for v in values]).float().cpu()
+            if key.endswith("_loss"):
+                bad = (~torch.isfinite(vals)).nonzero()
+                if len(bad):
+                    i = int(bad[0])
+                    obj = key[: -len("_loss")]
+                    per_step = len(values) / max(1, self.step - first_step)
+                    raise NonFiniteLossError(first_step + 1 + int(i // per_step), obj, float(vals[i]))
+            out[key] = float(vals.mean())
+        window.clear()
+        return out
+
+    def fit(self, max_steps: int | None = None, resume: bool | str | Path = False) -> History:
+        """Train until ``config.steps`` (or ``max_steps``, for demonstrations) or early stopping.
+
+        ``resume=True`` continues from ``checkpoint_dir/last.pt`` when it exists; a path
+        continues from that file.
+        """
+        c = self.config
+        if resume:
+            path = Path(c.checkpoint_dir or ".") / "last.pt" if resume is True else Path(resume)
+            if path.is_file():
+                self.load_checkpoint(path)
+        until = min(c.steps, max_steps) if max_steps is not None else c.steps
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=c.steps, initial=self.step, disable=not (c.progress and self.is_main),
+                   desc="train", dynamic_ncols=True, leave=True)
+        window: dict[str, list] = {}
+        window_start = self.step
+        start_time = time.perf_counter()
+        self.model.train()
+        try:
+            while self.step < until and self.stop_reason is None:
+                for obj in self.objectives:
+                    for _ in range(obj.repeats):
+                        self._optimizer_step(obj, window)
+                for sched in self.schedulers.values():
+                    sched.step()
+                if self.ema_model is not None:
+                    self.ema_model.update_parameters(self._module_of(c.ema_of))
+                self.step += 1
+                bar.update(1)
+
+                last = self.step == until
+                evaluate = (c.eval_every and self.step % c.eval_every == 0) or last
+                save = c.checkpoint_dir and ((c.checkpoint_every and self.step % c.checkpoint_every == 0) or last)
+                if self.step % c.log_every == 0 or last or evaluate or save:
+                    logs = self._flush(window, window_start)
+                    window_start = self.step
+                    logs["lr"] = self.lr()
+                    logs["time"] = time.perf_counter() - start_time
+                    self.history.append(self.step, **logs)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss")},
+                                    refresh=False)
+                if evaluate and (self.val_data is not None or self.metrics_fn is not None):
+                    self._evaluate_and_watch()
+                for cb in self.callbacks:
+                    cb.on_step_end(self)
+                if save:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if window:
+            self._flush(window, window_start)
+        if c.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    # -- evaluation and early stopping ------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, data: Any = None) -> dict[str, float]:
+        """Mean loss of every objective over ``data`` (default: the validation data) plus
+        ``metrics_fn(model)``, in eval mode.  Keys: ``val_loss`` for a single objective,
+        ``val_<name>_loss`` for several."""
+        data = self.val_data if data is None else data
+        was_training = self.model.training
+        self.model.eval()
+        out: dict[str, float] = {}
+        try:
+            if data is not None:
+                for obj in self.objectives:
+                    total, count = torch.zeros((), device=self.device), 0
+                    for i, batch in enumerate(_eval_batches(data, self.config.batch_size)):
+                        if self.config.eval_batches is not None and i >= self.config.eval_batches:
+                            break
+                        batch = move_to(batch, self.device)
+                        with self._autocast():
+                            loss, _ = _split_loss(obj.loss_fn(self.model, batch), obj.name)
+                        n = _batch_len(batch)
+                        total += loss.float() * n
+                        count += n
+                    key = "val_loss" if len(self.objectives) == 1 else f"val_{obj.name}_loss"
+                    out[key] = float(total) / max(1, count)
+            if self.metrics_fn is not None:
+                out.update({k: float(v) for k, v in self.metrics_fn(self.model).items()})
+        finally:
+            self.model.train(was_training)
+        return out
+
+    def _evaluate_and_watch(self) -> None:
+        c = self.config
+        metrics = self.evaluate()
+        self.history.append(self.step, **metrics)
+        for cb in self.callbacks:
+            cb.on_eval_end(self, metrics)
+        if c.monitor not in metrics:
+            if c.patience is not None or c.restore_best:
+                raise KeyError(f"monitor {c.monitor!r} is not among the validation metrics "
+                               f"{sorted(metrics)}")
+            return
+        value = metrics[c.monitor]
+        better = (self.best_value is None or
+                  (value < self.best_value - c.min_delta if c.mode == "min"
+                   else value > self.best_value + c.min_delta))
+        if better:
+            self.best_value, self.best_step, self._bad_evals = value, self.step, 0
+            if c.restore_best:
+                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            self._bad_evals += 1
+            if c.patience is not None and self._bad_evals >= c.patience:
+                self.stop_reason = (f"early stopping at step {self.step}: {c.monitor} did not improve "
+                                    f"for {c.patience} evaluations (best {self.best_value:.4g} "
+                                    f"at step {self.best_step})")
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly; plain tensors, numbers and strings only."""
+        np_state = np.random.get_state()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "config": _plain(asdict(self.config)),
+            "model": self.model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
+            "history": self.history.records,
+            "early_stopping": {"best_value": self.best_value, "best_step": self.best_step,
+                               "bad_evals": self._bad_evals, "stop_reason": self.stop_reason},
+            "best_state": self._best_state,
+            "data": self.stream.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                          int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                "python": _plain(random.getstate()),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a trainer checkpoint: format is {state.get('format')!r}, "
+                             f"expected {CHECKPOINT_FORMAT!r}")
+        if set(state["optimizers"]) != set(self.optimizers):
+            raise ValueError(f"checkpoint objectives {sorted(state['optimizers'])} do not match "
+                             f"this trainer's {sorted(self.optimizers)}")
+        self.model.load_state_dict(state["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        for k, s in self.scalers.items():
+            s.load_state_dict(state["scalers"][k])
+        if self.ema_model is not None and state["ema"] is not None:
+            self.ema_model.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.history = History(state["history"])
+        es = state["early_stopping"]
+        self.best_value, self.best_step = es["best_value"], es["best_step"]
+        self._bad_evals, self.stop_reason = es["bad_evals"], es["stop_reason"]
+        self._best_state = state.get("best_state")
+        self.stream.load_state_dict(state["data"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        n = rng["numpy"]
+        np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+        random.setstate(_tuples(rng["python"]))
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
+        """Write the resumable state atomically (rank 0 only); returns the path on rank 0."""
+        if path is None:
+            if self.config.checkpoint_dir is None:
+                raise ValueError("no path given and config.checkpoint_dir is None")
+            path = Path(self.config.checkpoint_dir) / "last.pt"
+        written = save_checkpoint(self.state_dict(), path) if self.is_main else None
+        if self.world_size > 1:
+            dist.barrier()
+        return written
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore the state written by :meth:`save_checkpoint` (no pickled code is executed)."""
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
+
+
+def _batch_len(batch: Any) -> int:
+    if isinstance(batch, Tensor):
+        return len(batch)
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_len(batch[0])
+    if isinstance(batch, dict) and batch:
+        return _batch_len(next(iter(batch.values())))
+    return 1
+
+
+def _plain(x: Any) -> Any:
+    """Tuples to lists, recursively (``weights_only`` loading accepts both; lists are JSON-like)."""
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _tuples(x: Any) -> Any:
+    if isinstance(x, list):
+        return tuple(_tuples(v) for v in x)
+    return x
+
+
+__all__ = [
+    "Callback", "EveryN", "History", "NonFiniteLossError", "Objective", "TensorLoader",
+    "TrainConfig", "Trainer", "distributed_env", "lr_factor", "move_to",
+]
+
