@@ -721,10 +721,13 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
 
-                last = self.step == until
-                evaluate = (c.eval_every and self.step % c.eval_every == 0) or last
-                save = c.checkpoint_dir and ((c.checkpoint_every and self.step % c.checkpoint_every == 0) or last)
-                if self.step % c.log_every == 0 or last or evaluate or save:
+                # Validation runs on its schedule and at the real end; an interruption by
+                # max_steps only saves, so a resumed run's history matches an unbroken one.
+                end = self.step == c.steps
+                evaluate = (c.eval_every and self.step % c.eval_every == 0) or end
+                save = c.checkpoint_dir and ((c.checkpoint_every and self.step % c.checkpoint_every == 0)
+                                             or self.step == until)
+                if self.step % c.log_every == 0 or end or evaluate or save:
                     logs = self._flush(window, window_start)
                     window_start = self.step
                     logs["lr"] = self.lr()

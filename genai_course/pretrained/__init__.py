@@ -1,0 +1,128 @@
+"""Checkpoints that ship inside the package.
+
+Each checkpoint is a ``.safetensors`` file in this folder, listed in ``manifest.json`` with its
+SHA-256, the exact ``genai-course train ...`` command that produced it and the metrics it
+reached.  :func:`load_pretrained` verifies the hash before it reads a byte of weights, so a
+missing, truncated or altered file fails clearly instead of loading something else.
+safetensors files hold raw tensors and a JSON header: loading them executes no code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..checkpoint import atomic_write, sha256_file
+
+PRETRAINED_DIR = Path(__file__).resolve().parent
+MANIFEST = "manifest.json"
+
+
+class PretrainedError(RuntimeError):
+    """A shipped checkpoint is unknown, missing or does not match its manifest."""
+
+
+def read_manifest(folder: str | Path = PRETRAINED_DIR) -> dict[str, dict[str, Any]]:
+    """The manifest of ``folder``: ``{name: {file, sha256, class, config, command, metrics}}``."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def list_pretrained(folder: str | Path = PRETRAINED_DIR) -> list[str]:
+    """Names of the checkpoints listed in the manifest."""
+    return sorted(read_manifest(folder))
+
+
+def _model_class(path: str) -> type[nn.Module]:
+    module, _, name = path.partition(":")
+    if not module.startswith("genai_course.") or not name:
+        raise PretrainedError(f"refusing to build {path!r}: only genai_course classes are allowed")
+    return getattr(importlib.import_module(module), name)
+
+
+def _config_from(cls: type[nn.Module], config: dict[str, Any]):
+    """Rebuild the model's config dataclass (the type of ``cls().config``) from JSON."""
+    config_cls = type(cls().config)
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+
+
+def verify(name: str, folder: str | Path = PRETRAINED_DIR) -> Path:
+    """Check that checkpoint ``name`` exists and matches its manifest hash; return its path."""
+    manifest = read_manifest(folder)
+    if name not in manifest:
+        raise PretrainedError(f"no pretrained checkpoint {name!r}; known: {sorted(manifest)}")
+    entry = manifest[name]
+    path = Path(folder) / entry["file"]
+    if not path.is_file():
+        raise PretrainedError(f"the checkpoint file {path} is missing; rebuild it with: "
+                              f"{entry['command']}")
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise PretrainedError(f"sha256 of {path.name} is {digest[:16]}..., the manifest says "
+                              f"{entry['sha256'][:16]}...: the file is altered or truncated. "
+                              f"Rebuild it with: {entry['command']}")
+    return path
+
+
+def load_pretrained(name: str, *, device: str | torch.device = "cpu",
+                    folder: str | Path = PRETRAINED_DIR) -> nn.Module:
+    """Build the model of checkpoint ``name``, load its verified weights, and put it in eval mode.
+
+    >>> clf = load_pretrained("digit-classifier")   # doctest: +SKIP
+    """
+    from safetensors.torch import load_file
+
+    path = verify(name, folder)
+    entry = read_manifest(folder)[name]
+    cls = _model_class(entry["class"])
+    model = cls(_config_from(cls, entry["config"]))
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device).eval()
+
+
+def pretrained_info(name: str, folder: str | Path = PRETRAINED_DIR) -> dict[str, Any]:
+    """The manifest entry of ``name`` (command, metrics, sha256, ...)."""
+    manifest = read_manifest(folder)
+    if name not in manifest:
+        raise PretrainedError(f"no pretrained checkpoint {name!r}; known: {sorted(manifest)}")
+    return manifest[name]
+
+
+def save_pretrained(model: nn.Module, name: str, folder: str | Path, *, command: str,
+                    metrics: dict[str, float], notes: str = "") -> dict[str, Any]:
+    """Write ``model`` as ``folder/name.safetensors`` and add its entry to ``folder/manifest.json``.
+
+    The model must have a ``config`` dataclass with ``to_dict()``; both writes are atomic.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    file = f"{name}.safetensors"
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(folder / file, lambda tmp: save_file(state, tmp))
+    entry = {
+        "file": file,
+        "sha256": sha256_file(folder / file),
+        "class": f"{type(model).__module__}:{type(model).__name__}",
+        "config": model.config.to_dict(),
+        "command": command,
+        "metrics": metrics,
+        "torch": torch.__version__.split("+")[0],
+        "notes": notes,
+    }
+    manifest = read_manifest(folder)
+    manifest[name] = entry
+    text = json.dumps(dict(sorted(manifest.items())), indent=2) + "\n"
+    atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
+    return entry
+
+
+__all__ = ["PretrainedError", "list_pretrained", "load_pretrained", "pretrained_info",
+           "read_manifest", "save_pretrained", "verify"]

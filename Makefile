@@ -1,0 +1,54 @@
+# Two commands do all set-up on a fresh machine:
+#   make book   build the site with every notebook executed once  -> _build/html/index.html
+#   make test   lint + unit tests + every notebook through nbmake + a book build, warnings = errors
+# Each creates .venv and installs what it needs there.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+NB_TIMEOUT ?= 180
+BUILD := _build
+# The executed copy of the book's sources: the notebooks in git stay free of outputs.
+SRC := $(BUILD)/src
+JB_FLAGS ?=
+
+.PHONY: install book test lint unit notebooks site clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: the package's own requirement is a range (so Colab's torch stays) and a
+# loose resolve on a machine without torch could pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q -e ".[dev,book]"
+	touch $@
+
+# Execute every notebook exactly once, in a copy, keeping the outputs for the site.
+notebooks: install
+	rm -rf $(SRC) && mkdir -p $(SRC)
+	cp -r _config.yml _toc.yml book notebooks $(SRC)/
+	cd $(SRC) && ../../$(PY) -m pytest --nbmake --overwrite --nbmake-timeout=$(NB_TIMEOUT) \
+		-p no:cacheprovider --durations=0 -q notebooks
+
+# Build from the executed copy; _config.yml sets execute_notebooks: off.
+site:
+	$(VENV)/bin/jupyter-book build $(SRC) --path-output $(BUILD) $(JB_FLAGS)
+	@echo "site: $(BUILD)/html/index.html"
+
+book: notebooks
+	$(MAKE) site
+
+lint: install
+	$(VENV)/bin/ruff check genai_course tests notebooks
+
+unit: install
+	$(PY) -m pytest tests -q --durations=15
+
+test: lint unit notebooks
+	$(MAKE) site JB_FLAGS="-W -n --keep-going"
+
+clean:
+	rm -rf $(BUILD)
