@@ -18,8 +18,9 @@ def _ce_loss(model, batch):
     return F.cross_entropy(model(x), y)
 
 
-def bench_trainer(*, steps: int = 60, batch_size: int = 128, repeats: int = 5,
-                  device: str = "auto", seed: int = 0) -> dict[str, Any]:
+def bench_trainer(
+    *, steps: int = 60, batch_size: int = 128, repeats: int = 5, device: str = "auto", seed: int = 0
+) -> dict[str, Any]:
     """Time the same model, data and optimiser with the Trainer and with a raw PyTorch loop.
 
     Both train :class:`~genai_course.models.DigitClassifier` with AdamW on batches sliced from
@@ -49,7 +50,7 @@ def bench_trainer(*, steps: int = 60, batch_size: int = 128, repeats: int = 5,
             b = step % per_epoch
             if b == 0 and step:
                 order = torch.randperm(len(x), generator=g).to(dev)
-            idx = order[b * batch_size:(b + 1) * batch_size]
+            idx = order[b * batch_size : (b + 1) * batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -61,8 +62,16 @@ def bench_trainer(*, steps: int = 60, batch_size: int = 128, repeats: int = 5,
     def trainer_loop(n: int) -> float:
         model = fresh_model()
         loader = TensorLoader(x, y, batch_size=batch_size, seed=seed)
-        cfg = TrainConfig(steps=n, batch_size=batch_size, lr=1e-3, precision="fp32",
-                          device=str(dev), progress=False, log_every=max(10, n), seed=seed)
+        cfg = TrainConfig(
+            steps=n,
+            batch_size=batch_size,
+            lr=1e-3,
+            precision="fp32",
+            device=str(dev),
+            progress=False,
+            log_every=max(10, n),
+            seed=seed,
+        )
         trainer = Trainer(model, loader, cfg, loss_fn=_ce_loss)
         start = time.perf_counter()
         trainer.fit()
@@ -78,13 +87,21 @@ def bench_trainer(*, steps: int = 60, batch_size: int = 128, repeats: int = 5,
         else:
             tr.append(trainer_loop(steps)), raw.append(raw_loop(steps))
     raw_ms, tr_ms = statistics.median(raw) * 1e3, statistics.median(tr) * 1e3
-    return {"bench": "trainer", "device": str(dev), "model": "DigitClassifier",
-            "batch_size": batch_size, "steps": steps, "repeats": repeats,
-            "raw_ms_per_step": round(raw_ms, 3), "trainer_ms_per_step": round(tr_ms, 3),
-            "raw_ms_all": [round(v * 1e3, 3) for v in raw],
-            "trainer_ms_all": [round(v * 1e3, 3) for v in tr],
-            "ratio": round(tr_ms / raw_ms, 4), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    return {
+        "bench": "trainer",
+        "device": str(dev),
+        "model": "DigitClassifier",
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "raw_ms_per_step": round(raw_ms, 3),
+        "trainer_ms_per_step": round(tr_ms, 3),
+        "raw_ms_all": [round(v * 1e3, 3) for v in raw],
+        "trainer_ms_all": [round(v * 1e3, 3) for v in tr],
+        "ratio": round(tr_ms / raw_ms, 4),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _sync(device: torch.device) -> None:

@@ -36,7 +36,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "device": str(dev),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
         "bf16 autocast fast on this device": bf16_supported(dev),
-        "precision 'auto' resolves to": "bf16" if dev.type == "cuda" and bf16_supported(dev) else "fp32",
+        "precision 'auto' resolves to": "bf16"
+        if dev.type == "cuda" and bf16_supported(dev)
+        else "fp32",
         "torch.compile C compiler": shutil.which("cc") or shutil.which("gcc") or "none found",
         "threads": torch.get_num_threads(),
         "profile": f"{current_profile()} (set GENAI_COURSE_PROFILE to one of {PROFILES})",
@@ -49,8 +51,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("\npretrained checkpoints:")
     manifest = read_manifest()
     for name in list_pretrained():
-        metrics = ", ".join(f"{k}={v}" for k, v in manifest[name]["metrics"].items()
-                            if isinstance(v, float))
+        metrics = ", ".join(
+            f"{k}={v}" for k, v in manifest[name]["metrics"].items() if isinstance(v, float)
+        )
         print(f"  {name:20s} {metrics}")
     return 0
 
@@ -60,9 +63,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = RECIPES[args.model]
     profile = args.profile or current_profile()
-    metrics = recipe.train(profile=profile, out=args.out, seed=args.seed, device=args.device,
-                           precision=args.precision, compile=args.compile,
-                           progress=not args.no_progress, checkpoint_dir=args.checkpoint_dir)
+    metrics = recipe.train(
+        profile=profile,
+        out=args.out,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        compile=args.compile,
+        progress=not args.no_progress,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({"model": args.model, "profile": profile, **metrics}))
     return 0
@@ -74,8 +84,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.model]
     if recipe.sample is None:
         sampleable = sorted(k for k, r in RECIPES.items() if r.sample is not None)
-        print(f"error: {args.model!r} is not a generative model; sampleable: {sampleable}",
-              file=sys.stderr)
+        print(
+            f"error: {args.model!r} is not a generative model; sampleable: {sampleable}",
+            file=sys.stderr,
+        )
         return 2
     samples = recipe.sample(args.n, seed=args.seed)
     out = Path(args.out)
@@ -103,8 +115,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         print(f"error: --out must end in .png or .safetensors, got {out.name!r}", file=sys.stderr)
         return 2
-    print(json.dumps({"model": args.model, "n": args.n, "shape": list(samples.shape),
-                      "out": str(out)}))
+    print(
+        json.dumps(
+            {"model": args.model, "n": args.n, "shape": list(samples.shape), "out": str(out)}
+        )
+    )
     return 0
 
 
@@ -112,8 +127,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import bench_trainer
 
     if args.what == "trainer":
-        result = bench_trainer(steps=args.steps, batch_size=args.batch_size,
-                               repeats=args.repeats, device=args.device)
+        result = bench_trainer(
+            steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, device=args.device
+        )
         print(json.dumps(result))
         print(f"trainer/raw step-time ratio: {result['ratio']:.2f}")
     return 0
@@ -130,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model with a profile's budget")
     p.add_argument("model", choices=sorted(RECIPES))
-    p.add_argument("--profile", choices=PROFILES, default=None,
-                   help="budget (default: $GENAI_COURSE_PROFILE, else full on CUDA, else cpu)")
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="budget (default: $GENAI_COURSE_PROFILE, else full on CUDA, else cpu)",
+    )
     p.add_argument("--out", default=None, help="folder for the .safetensors and manifest.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

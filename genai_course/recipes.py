@@ -43,16 +43,33 @@ def classifier_config(profile: str, **overrides: Any) -> TrainConfig:
     """The Trainer settings of the digit classifier for ``profile``."""
     steps = pick(smoke=6, cpu=450, full=3000, profile=profile)
     kw: dict[str, Any] = dict(
-        steps=steps, batch_size=128, lr=3e-3, weight_decay=5e-4, schedule="cosine",
-        warmup_steps=max(1, steps // 20), eval_every=max(1, steps // 10), monitor="val_acc",
-        mode="max", restore_best=True, log_every=10)
+        steps=steps,
+        batch_size=128,
+        lr=3e-3,
+        weight_decay=5e-4,
+        schedule="cosine",
+        warmup_steps=max(1, steps // 20),
+        eval_every=max(1, steps // 10),
+        monitor="val_acc",
+        mode="max",
+        restore_best=True,
+        log_every=10,
+    )
     kw.update(overrides)
     return TrainConfig(**kw)
 
 
-def train_classifier(*, profile: str, out: str | Path | None, seed: int = 0, device: str = "auto",
-                     precision: str = "auto", compile: bool = False, progress: bool = True,
-                     checkpoint_dir: str | None = None) -> dict[str, Any]:
+def train_classifier(
+    *,
+    profile: str,
+    out: str | Path | None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool = False,
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+) -> dict[str, Any]:
     """Train :class:`~genai_course.models.DigitClassifier` on the 4,000 MNIST training digits
     (random shifts of up to 2 pixels as augmentation), keep the weights with the best
     validation accuracy, and report the accuracy on the 500 held-out test digits."""
@@ -64,50 +81,88 @@ def train_classifier(*, profile: str, out: str | Path | None, seed: int = 0, dev
     xt, yt = data.load_mnist("test")
     model = DigitClassifier(ClassifierConfig(mean=float(x.mean()), std=float(x.std())))
     loader = TensorLoader(x, y, batch_size=128, seed=seed, transform=data.random_shift)
-    config = classifier_config(profile, seed=seed, device=device, precision=precision,
-                               compile=compile, progress=progress, checkpoint_dir=checkpoint_dir)
-    trainer = Trainer(model, loader, config, val_data=(xv, yv),
-                      metrics_fn=lambda m: {"val_acc": m.accuracy(xv, yv)})
+    config = classifier_config(
+        profile,
+        seed=seed,
+        device=device,
+        precision=precision,
+        compile=compile,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+    )
+    trainer = Trainer(
+        model,
+        loader,
+        config,
+        val_data=(xv, yv),
+        metrics_fn=lambda m: {"val_acc": m.accuracy(xv, yv)},
+    )
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
-    model.eval()
+    model = model.cpu().eval()
+    with torch.no_grad():
+        test_nll = float(F.cross_entropy(model(xt), yt))
     metrics = {
         "test_acc": model.accuracy(xt, yt),
         "val_acc": model.accuracy(xv, yv),
-        "test_nll": float(F.cross_entropy(model.cpu()(xt), yt)),
+        "test_nll": test_nll,
         "steps": trainer.step,
         "train_seconds": round(seconds, 1),
         "device": str(trainer.device),
     }
     if out is not None and trainer.is_main:
-        save_pretrained(model.cpu(), "digit-classifier", out,
-                        command=_command("classifier", profile, seed, out), metrics=metrics,
-                        notes="feature network of the course's sample metrics (FID, KID, ...)")
+        save_pretrained(
+            model,
+            "digit-classifier",
+            out,
+            command=_command("classifier", profile, seed, out),
+            metrics=metrics,
+            notes="feature network of the course's sample metrics (FID, KID, ...)",
+        )
     return metrics
 
 
 # Gaussian mixture on the ring ---------------------------------------------------------------
 
 
-def train_gmm_ring(*, profile: str, out: str | Path | None, seed: int = 0, device: str = "auto",
-                   precision: str = "fp32", compile: bool = False, progress: bool = True,
-                   checkpoint_dir: str | None = None) -> dict[str, Any]:
-    """Fit an 8-component Gaussian mixture to the ring of 8 Gaussians by gradient descent on
-    the negative log-likelihood; report the held-out NLL (nats per point) against the true
-    density's."""
+def train_gmm_ring(
+    *,
+    profile: str,
+    out: str | Path | None,
+    seed: int = 0,
+    device: str = "auto",
+    precision: str = "fp32",
+    compile: bool = False,
+    progress: bool = True,
+    checkpoint_dir: str | None = None,
+) -> dict[str, Any]:
+    """Fit an 8-component Gaussian mixture (k-means++ starting means) to the ring of 8
+    Gaussians by gradient descent on the negative log-likelihood; report the held-out NLL
+    (nats per point)."""
     from .models import GaussianMixture
     from .models.gmm import GMMConfig
 
     gen = torch.Generator().manual_seed(seed)
     x, _ = data.load_toy2d("ring", "train", n=4000)
     xv, _ = data.load_toy2d("ring", "val", n=1000)
-    model = GaussianMixture(GMMConfig(components=8, dim=2, init_scale=1.0, init_std=0.5),
-                            generator=gen)
+    model = GaussianMixture(
+        GMMConfig(components=8, dim=2, init_scale=1.0, init_std=0.5), generator=gen
+    ).init_means_kmeanspp(x, generator=gen)
     steps = pick(smoke=5, cpu=1500, full=4000, profile=profile)
-    config = TrainConfig(steps=steps, batch_size=256, lr=0.05, schedule="cosine", seed=seed,
-                         device=device, precision=precision, compile=compile, progress=progress,
-                         checkpoint_dir=checkpoint_dir, log_every=50)
+    config = TrainConfig(
+        steps=steps,
+        batch_size=256,
+        lr=0.05,
+        schedule="cosine",
+        seed=seed,
+        device=device,
+        precision=precision,
+        compile=compile,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        log_every=50,
+    )
     trainer = Trainer(model, x, config, val_data=xv)
     trainer.fit()
     model = model.cpu().eval()
@@ -115,8 +170,14 @@ def train_gmm_ring(*, profile: str, out: str | Path | None, seed: int = 0, devic
         val_nll = float(-model.log_prob(xv).mean())
     metrics = {"val_nll": val_nll, "steps": trainer.step, "device": str(trainer.device)}
     if out is not None and trainer.is_main:
-        save_pretrained(model, "gmm-ring", out, command=_command("gmm-ring", profile, seed, out),
-                        metrics=metrics, notes="chapter 01's mixture fitted to the 8-mode ring")
+        save_pretrained(
+            model,
+            "gmm-ring",
+            out,
+            command=_command("gmm-ring", profile, seed, out),
+            metrics=metrics,
+            notes="chapter 01's mixture fitted to the 8-mode ring",
+        )
     return metrics
 
 
@@ -129,8 +190,15 @@ def sample_gmm_ring(n: int, seed: int = 0) -> torch.Tensor:
 
 
 RECIPES: dict[str, Recipe] = {
-    "classifier": Recipe("digit-classifier", "MNIST digit classifier (chapter 02; metrics' "
-                         "feature network)", train_classifier),
-    "gmm-ring": Recipe("gmm-ring", "8-component Gaussian mixture on the ring of Gaussians "
-                       "(chapter 01)", train_gmm_ring, sample_gmm_ring),
+    "classifier": Recipe(
+        "digit-classifier",
+        "MNIST digit classifier (chapter 02; metrics' feature network)",
+        train_classifier,
+    ),
+    "gmm-ring": Recipe(
+        "gmm-ring",
+        "8-component Gaussian mixture on the ring of Gaussians (chapter 01)",
+        train_gmm_ring,
+        sample_gmm_ring,
+    ),
 }

@@ -142,8 +142,9 @@ class Objective:
     weight_decay: float | None = None  # overrides TrainConfig.weight_decay
 
 
-def lr_factor(step: int, *, total: int, warmup: int = 0, schedule: str = "constant",
-              min_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int, *, total: int, warmup: int = 0, schedule: str = "constant", min_ratio: float = 0.0
+) -> float:
     """Learning-rate multiplier after ``step`` optimiser steps.
 
     Linear warm-up :math:`s/w` for :math:`s < w`, then, with progress
@@ -180,9 +181,15 @@ class TensorLoader:
     of each training batch, on the device.
     """
 
-    def __init__(self, *tensors: Tensor, batch_size: int, shuffle: bool = True,
-                 drop_last: bool = True, seed: int = 0,
-                 transform: Callable[[Tensor], Tensor] | None = None):
+    def __init__(
+        self,
+        *tensors: Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ):
         if not tensors:
             raise ValueError("TensorLoader needs at least one tensor")
         n = len(tensors[0])
@@ -190,8 +197,10 @@ class TensorLoader:
             if not isinstance(t, Tensor):
                 raise TypeError(f"tensor {i} is a {type(t).__name__}, expected a torch.Tensor")
             if len(t) != n:
-                raise ValueError(f"all tensors need the same first dimension: tensor 0 has {n}, "
-                                 f"tensor {i} has {len(t)}")
+                raise ValueError(
+                    f"all tensors need the same first dimension: tensor 0 has {n}, "
+                    f"tensor {i} has {len(t)}"
+                )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.tensors = tensors
@@ -239,14 +248,16 @@ class TensorLoader:
     def next_batch(self) -> Tensor | tuple[Tensor, ...]:
         """The next batch of the endless stream (epochs follow each other)."""
         if len(self) == 0:
-            raise ValueError(f"{self.num_examples} examples cannot fill one batch of "
-                             f"{self.batch_size * self.world_size} with drop_last=True")
+            raise ValueError(
+                f"{self.num_examples} examples cannot fill one batch of "
+                f"{self.batch_size * self.world_size} with drop_last=True"
+            )
         if self.batch >= len(self):
             self.epoch, self.batch = self.epoch + 1, 0
         order = self._epoch_order(self.epoch)
         global_batch = self.batch_size * self.world_size
-        idx = order[self.batch * global_batch:(self.batch + 1) * global_batch]
-        idx = idx[self.rank::self.world_size]
+        idx = order[self.batch * global_batch : (self.batch + 1) * global_batch]
+        idx = idx[self.rank :: self.world_size]
         self.batch += 1
         out = tuple(t[idx] for t in self.tensors)
         if self.transform is not None:
@@ -259,14 +270,18 @@ class TensorLoader:
         n = self.num_examples
         stop = n - n % step if self.drop_last else n
         for start in range(0, stop, step):
-            out = tuple(t[start:start + step] for t in self.tensors)
+            out = tuple(t[start : start + step] for t in self.tensors)
             yield out[0] if len(out) == 1 else out
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batch, self.seed = int(state["epoch"]), int(state["batch"]), int(state["seed"])
+        self.epoch, self.batch, self.seed = (
+            int(state["epoch"]),
+            int(state["batch"]),
+            int(state["seed"]),
+        )
 
 
 class _IterableStream:
@@ -301,7 +316,9 @@ class _IterableStream:
         self.epoch = int(state.get("epoch", 0))
 
 
-def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> TensorLoader | _IterableStream:
+def _as_stream(
+    data: Any, batch_size: int, shuffle: bool, seed: int
+) -> TensorLoader | _IterableStream:
     if isinstance(data, TensorLoader):
         return data
     if isinstance(data, Tensor):
@@ -310,8 +327,10 @@ def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> TensorLo
         return TensorLoader(*data, batch_size=batch_size, shuffle=shuffle, seed=seed)
     if isinstance(data, Iterable):
         return _IterableStream(data)
-    raise TypeError(f"training data must be a Tensor, a tuple of Tensors, a TensorLoader or an "
-                    f"iterable of batches, got {type(data).__name__}")
+    raise TypeError(
+        f"training data must be a Tensor, a tuple of Tensors, a TensorLoader or an "
+        f"iterable of batches, got {type(data).__name__}"
+    )
 
 
 def _eval_batches(data: Any, batch_size: int) -> Iterable:
@@ -449,15 +468,19 @@ def _split_loss(out: LossOutput, objective: str) -> tuple[Tensor, dict[str, Tens
         loss, logs = out, {}
     if not isinstance(loss, Tensor) or loss.ndim != 0:
         shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-        raise ValueError(f"the {objective!r} loss function must return a scalar tensor "
-                         f"(or (scalar, dict)), got {shape}")
+        raise ValueError(
+            f"the {objective!r} loss function must return a scalar tensor "
+            f"(or (scalar, dict)), got {shape}"
+        )
     return loss, logs
 
 
 def _default_loss(model: nn.Module, batch: Any) -> LossOutput:
     if not hasattr(model, "loss"):
-        raise TypeError(f"{type(model).__name__} has no .loss(batch) method: pass loss_fn= "
-                        "or objectives= to the Trainer")
+        raise TypeError(
+            f"{type(model).__name__} has no .loss(batch) method: pass loss_fn= "
+            "or objectives= to the Trainer"
+        )
     return model.loss(batch)
 
 
@@ -483,11 +506,18 @@ class Trainer:
     ``config.ema_decay``); ``save_checkpoint``/``load_checkpoint`` resume exactly.
     """
 
-    def __init__(self, model: nn.Module, train_data: Any, config: TrainConfig | None = None, *,
-                 val_data: Any = None, loss_fn: LossFn | None = None,
-                 objectives: Sequence[Objective] | None = None,
-                 metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-                 callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Any,
+        config: TrainConfig | None = None,
+        *,
+        val_data: Any = None,
+        loss_fn: LossFn | None = None,
+        objectives: Sequence[Objective] | None = None,
+        metrics_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
         self.config = config = config or TrainConfig()
         if loss_fn is not None and objectives is not None:
             raise ValueError("give loss_fn or objectives, not both")
@@ -510,7 +540,9 @@ class Trainer:
         self.stream = _as_stream(train_data, config.batch_size, config.shuffle, config.seed)
         if isinstance(self.stream, TensorLoader):
             self.stream.to(self.device)
-        self.val_data = move_to(val_data, self.device) if isinstance(val_data, (Tensor, tuple)) else val_data
+        self.val_data = (
+            move_to(val_data, self.device) if isinstance(val_data, (Tensor, tuple)) else val_data
+        )
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
 
@@ -540,17 +572,26 @@ class Trainer:
             self.optimizers[obj.name] = self._make_optimizer(obj, params)
             self.schedulers[obj.name] = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizers[obj.name],
-                lambda s: lr_factor(s, total=config.steps, warmup=config.warmup_steps,
-                                    schedule=config.schedule, min_ratio=config.min_lr_ratio))
+                lambda s: lr_factor(
+                    s,
+                    total=config.steps,
+                    warmup=config.warmup_steps,
+                    schedule=config.schedule,
+                    min_ratio=config.min_lr_ratio,
+                ),
+            )
             self.scalers[obj.name] = torch.amp.GradScaler(
-                self.device.type, enabled=self.precision == "fp16")
+                self.device.type, enabled=self.precision == "fp16"
+            )
         self._all_params = {id(p) for ps in self._params.values() for p in ps}
 
         self.ema_model: AveragedModel | None = None
         if config.ema_decay is not None:
-            self.ema_model = AveragedModel(self._module_of(config.ema_of),
-                                           multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
-                                           use_buffers=True)
+            self.ema_model = AveragedModel(
+                self._module_of(config.ema_of),
+                multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                use_buffers=True,
+            )
 
         self._ddp = self.world_size > 1 and len(self.objectives) == 1
         self._forward: dict[str, nn.Module] = {}
@@ -558,7 +599,8 @@ class Trainer:
             fwd: nn.Module = _LossModule(self.model, obj.loss_fn)
             if self._ddp:
                 fwd = nn.parallel.DistributedDataParallel(
-                    fwd, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                    fwd, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
             if config.compile:
                 fwd = torch.compile(fwd)
             self._forward[obj.name] = fwd
@@ -580,7 +622,9 @@ class Trainer:
             return self.model.get_submodule(name)
         except AttributeError:
             children = [n for n, _ in self.model.named_children()]
-            raise ValueError(f"model has no submodule {name!r}; its children are {children}") from None
+            raise ValueError(
+                f"model has no submodule {name!r}; its children are {children}"
+            ) from None
 
     def _make_optimizer(self, obj: Objective, params: list[nn.Parameter]) -> torch.optim.Optimizer:
         c = self.config
@@ -614,8 +658,11 @@ class Trainer:
             yield
             return
         own = {id(p) for p in self._params[obj.name]}
-        frozen = [p for p in self.model.parameters()
-                  if id(p) in self._all_params and id(p) not in own and p.requires_grad]
+        frozen = [
+            p
+            for p in self.model.parameters()
+            if id(p) in self._all_params and id(p) not in own and p.requires_grad
+        ]
         for p in frozen:
             p.requires_grad_(False)
         try:
@@ -637,12 +684,16 @@ class Trainer:
 
     def _optimizer_step(self, obj: Objective, window: dict[str, list]) -> None:
         c = self.config
-        opt, scaler, fwd = self.optimizers[obj.name], self.scalers[obj.name], self._forward[obj.name]
+        opt, scaler, fwd = (
+            self.optimizers[obj.name],
+            self.scalers[obj.name],
+            self._forward[obj.name],
+        )
         opt.zero_grad(set_to_none=True)
         with self._only_training(obj):
             for micro in range(c.accumulate):
                 batch = move_to(self.stream.next_batch(), self.device)
-                sync = (not self._ddp or micro == c.accumulate - 1)
+                sync = not self._ddp or micro == c.accumulate - 1
                 ctx = contextlib.nullcontext() if sync else self._no_sync(fwd)
                 with ctx:
                     with self._autocast():
@@ -674,15 +725,22 @@ class Trainer:
         for key, values in window.items():
             if not values:
                 continue
-            vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device)
-                                for v in values]).float().cpu()
+            vals = (
+                torch.stack(
+                    [torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in values]
+                )
+                .float()
+                .cpu()
+            )
             if key.endswith("_loss"):
                 bad = (~torch.isfinite(vals)).nonzero()
                 if len(bad):
                     i = int(bad[0])
                     obj = key[: -len("_loss")]
                     per_step = len(values) / max(1, self.step - first_step)
-                    raise NonFiniteLossError(first_step + 1 + int(i // per_step), obj, float(vals[i]))
+                    raise NonFiniteLossError(
+                        first_step + 1 + int(i // per_step), obj, float(vals[i])
+                    )
             out[key] = float(vals.mean())
         window.clear()
         return out
@@ -703,8 +761,14 @@ class Trainer:
             cb.on_train_start(self)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=c.steps, initial=self.step, disable=not (c.progress and self.is_main),
-                   desc="train", dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=c.steps,
+            initial=self.step,
+            disable=not (c.progress and self.is_main),
+            desc="train",
+            dynamic_ncols=True,
+            leave=True,
+        )
         window: dict[str, list] = {}
         window_start = self.step
         start_time = time.perf_counter()
@@ -725,16 +789,20 @@ class Trainer:
                 # max_steps only saves, so a resumed run's history matches an unbroken one.
                 end = self.step == c.steps
                 evaluate = (c.eval_every and self.step % c.eval_every == 0) or end
-                save = c.checkpoint_dir and ((c.checkpoint_every and self.step % c.checkpoint_every == 0)
-                                             or self.step == until)
+                save = c.checkpoint_dir and (
+                    (c.checkpoint_every and self.step % c.checkpoint_every == 0)
+                    or self.step == until
+                )
                 if self.step % c.log_every == 0 or end or evaluate or save:
                     logs = self._flush(window, window_start)
                     window_start = self.step
                     logs["lr"] = self.lr()
                     logs["time"] = time.perf_counter() - start_time
                     self.history.append(self.step, **logs)
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss")},
-                                    refresh=False)
+                    bar.set_postfix(
+                        {k: f"{v:.4g}" for k, v in logs.items() if k.endswith("loss")},
+                        refresh=False,
+                    )
                 if evaluate and (self.val_data is not None or self.metrics_fn is not None):
                     self._evaluate_and_watch()
                 for cb in self.callbacks:
@@ -791,23 +859,30 @@ class Trainer:
             cb.on_eval_end(self, metrics)
         if c.monitor not in metrics:
             if c.patience is not None or c.restore_best:
-                raise KeyError(f"monitor {c.monitor!r} is not among the validation metrics "
-                               f"{sorted(metrics)}")
+                raise KeyError(
+                    f"monitor {c.monitor!r} is not among the validation metrics {sorted(metrics)}"
+                )
             return
         value = metrics[c.monitor]
-        better = (self.best_value is None or
-                  (value < self.best_value - c.min_delta if c.mode == "min"
-                   else value > self.best_value + c.min_delta))
+        better = self.best_value is None or (
+            value < self.best_value - c.min_delta
+            if c.mode == "min"
+            else value > self.best_value + c.min_delta
+        )
         if better:
             self.best_value, self.best_step, self._bad_evals = value, self.step, 0
             if c.restore_best:
-                self._best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self._best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
         else:
             self._bad_evals += 1
             if c.patience is not None and self._bad_evals >= c.patience:
-                self.stop_reason = (f"early stopping at step {self.step}: {c.monitor} did not improve "
-                                    f"for {c.patience} evaluations (best {self.best_value:.4g} "
-                                    f"at step {self.best_step})")
+                self.stop_reason = (
+                    f"early stopping at step {self.step}: {c.monitor} did not improve "
+                    f"for {c.patience} evaluations (best {self.best_value:.4g} "
+                    f"at step {self.best_step})"
+                )
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -824,26 +899,39 @@ class Trainer:
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
             "history": self.history.records,
-            "early_stopping": {"best_value": self.best_value, "best_step": self.best_step,
-                               "bad_evals": self._bad_evals, "stop_reason": self.stop_reason},
+            "early_stopping": {
+                "best_value": self.best_value,
+                "best_step": self.best_step,
+                "bad_evals": self._bad_evals,
+                "stop_reason": self.stop_reason,
+            },
             "best_state": self._best_state,
             "data": self.stream.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
-                          int(np_state[2]), int(np_state[3]), float(np_state[4])],
+                "numpy": [
+                    np_state[0],
+                    torch.from_numpy(np_state[1].astype(np.int64)),
+                    int(np_state[2]),
+                    int(np_state[3]),
+                    float(np_state[4]),
+                ],
                 "python": _plain(random.getstate()),
             },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a trainer checkpoint: format is {state.get('format')!r}, "
-                             f"expected {CHECKPOINT_FORMAT!r}")
+            raise ValueError(
+                f"not a trainer checkpoint: format is {state.get('format')!r}, "
+                f"expected {CHECKPOINT_FORMAT!r}"
+            )
         if set(state["optimizers"]) != set(self.optimizers):
-            raise ValueError(f"checkpoint objectives {sorted(state['optimizers'])} do not match "
-                             f"this trainer's {sorted(self.optimizers)}")
+            raise ValueError(
+                f"checkpoint objectives {sorted(state['optimizers'])} do not match "
+                f"this trainer's {sorted(self.optimizers)}"
+            )
         self.model.load_state_dict(state["model"])
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
@@ -910,7 +998,15 @@ def _tuples(x: Any) -> Any:
 
 
 __all__ = [
-    "Callback", "EveryN", "History", "NonFiniteLossError", "Objective", "TensorLoader",
-    "TrainConfig", "Trainer", "distributed_env", "lr_factor", "move_to",
+    "Callback",
+    "EveryN",
+    "History",
+    "NonFiniteLossError",
+    "Objective",
+    "TensorLoader",
+    "TrainConfig",
+    "Trainer",
+    "distributed_env",
+    "lr_factor",
+    "move_to",
 ]
-

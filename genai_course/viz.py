@@ -15,17 +15,28 @@ def make_grid(images: Tensor, nrow: int = 8, padding: int = 1, pad_value: float 
     n, c, h, w = images.shape
     ncol = min(nrow, n)
     rows = -(-n // ncol)
-    grid = torch.full((c, rows * (h + padding) + padding, ncol * (w + padding) + padding),
-                      pad_value, dtype=images.dtype)
+    grid = torch.full(
+        (c, rows * (h + padding) + padding, ncol * (w + padding) + padding),
+        pad_value,
+        dtype=images.dtype,
+    )
     for i, img in enumerate(images.detach().cpu()):
         r, k = divmod(i, ncol)
         top, left = padding + r * (h + padding), padding + k * (w + padding)
-        grid[:, top:top + h, left:left + w] = img
+        grid[:, top : top + h, left : left + w] = img
     return grid
 
 
-def show_images(images: Tensor, nrow: int = 8, *, title: str | None = None, ax=None,
-                labels: list | None = None, vmin: float = 0.0, vmax: float = 1.0):
+def show_images(
+    images: Tensor,
+    nrow: int = 8,
+    *,
+    title: str | None = None,
+    ax=None,
+    labels: list | None = None,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+):
     """Show (N, C, H, W) images in [vmin, vmax] as a grid; returns the axis.
 
     With ``labels`` (one per image) each image is drawn in its own subplot with a title.
@@ -50,7 +61,12 @@ def show_images(images: Tensor, nrow: int = 8, *, title: str | None = None, ax=N
     grid = make_grid(images, nrow=nrow, pad_value=vmax)
     if ax is None:
         cols = min(nrow, len(images))
-        _, ax = plt.subplots(figsize=(min(12, 0.6 * cols + 1), min(12, 0.6 * grid.shape[1] / grid.shape[2] * cols + 1)))
+        _, ax = plt.subplots(
+            figsize=(
+                min(12, 0.6 * cols + 1),
+                min(12, 0.6 * grid.shape[1] / grid.shape[2] * cols + 1),
+            )
+        )
     ax.imshow(_hwc(grid), cmap="gray", vmin=vmin, vmax=vmax)
     ax.axis("off")
     if title:
@@ -62,8 +78,15 @@ def _hwc(img: Tensor):
     return img[0].numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
 
 
-def plot_density_2d(log_prob: Callable[[Tensor], Tensor], *, lim: float = 3.0, n: int = 200,
-                    ax=None, points: Tensor | None = None, title: str | None = None):
+def plot_density_2d(
+    log_prob: Callable[[Tensor], Tensor],
+    *,
+    lim: float = 3.0,
+    n: int = 200,
+    ax=None,
+    points: Tensor | None = None,
+    title: str | None = None,
+):
     """Contour plot of a 2-D density given its ``log_prob`` (on a ``lim`` box), with points."""
     import matplotlib.pyplot as plt
 

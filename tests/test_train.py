@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,8 +77,16 @@ def _resumable_trainer(tmp_path, **kw):
     torch.manual_seed(0)
     x, y = _regression_data()
     loader = TensorLoader(x, y, batch_size=16, seed=3, transform=_noisy_shift)
-    cfg = _cfg(steps=24, schedule="cosine", warmup_steps=3, ema_decay=0.9, grad_clip=1.0,
-               checkpoint_dir=str(tmp_path), eval_every=6, **kw)
+    cfg = _cfg(
+        steps=24,
+        schedule="cosine",
+        warmup_steps=3,
+        ema_decay=0.9,
+        grad_clip=1.0,
+        checkpoint_dir=str(tmp_path),
+        eval_every=6,
+        **kw,
+    )
     return Trainer(_Net(), loader, cfg, val_data=(x, y))
 
 
@@ -94,8 +101,9 @@ def test_resume_is_bitwise_identical(tmp_path):
     resumed.fit(resume=True)
 
     assert resumed.step == straight.step == 24
-    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
-                                 resumed.model.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items()
+    ):
         assert torch.equal(a, b), name
     for a, b in zip(straight.ema_model.parameters(), resumed.ema_model.parameters()):
         assert torch.equal(a, b)
@@ -138,9 +146,13 @@ def test_ema_follows_its_recurrence():
     x, y = _regression_data()
     model = nn.Linear(5, 1)
     snapshots = []
-    trainer = Trainer(model, (x, y), _cfg(steps=4, ema_decay=0.8), loss_fn=_mse,
-                      callbacks=[EveryN(1, lambda t: snapshots.append(copy.deepcopy(t.model)),
-                                        at_end=False)])
+    trainer = Trainer(
+        model,
+        (x, y),
+        _cfg(steps=4, ema_decay=0.8),
+        loss_fn=_mse,
+        callbacks=[EveryN(1, lambda t: snapshots.append(copy.deepcopy(t.model)), at_end=False)],
+    )
     trainer.fit()
     # AveragedModel copies the first weights, then ema <- d*ema + (1-d)*w after each step
     ema = [p.detach().clone() for p in snapshots[0].parameters()]
@@ -157,8 +169,14 @@ def test_gradient_accumulation_equals_a_bigger_batch():
         torch.manual_seed(0)
         model = nn.Linear(5, 1).double()
         loader = TensorLoader(x, y, batch_size=batch_size, seed=1)
-        cfg = _cfg(steps=5, optimizer="sgd", momentum=0.0, accumulate=accumulate,
-                   batch_size=batch_size, lr=0.1)
+        cfg = _cfg(
+            steps=5,
+            optimizer="sgd",
+            momentum=0.0,
+            accumulate=accumulate,
+            batch_size=batch_size,
+            lr=0.1,
+        )
         Trainer(model, loader, cfg, loss_fn=_mse).fit()
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
@@ -185,9 +203,15 @@ def test_each_objective_updates_only_its_own_network():
         return -m.d(m.g(batch)).mean()
 
     before = copy.deepcopy(model)
-    trainer = Trainer(model, x, _cfg(steps=1, batch_size=8),
-                      objectives=[Objective("d", d_loss, module="d", repeats=2),
-                                  Objective("g", g_loss, module="g")])
+    trainer = Trainer(
+        model,
+        x,
+        _cfg(steps=1, batch_size=8),
+        objectives=[
+            Objective("d", d_loss, module="d", repeats=2),
+            Objective("g", g_loss, module="g"),
+        ],
+    )
     trainer.fit()
     assert seen == [("d", False), ("d", False), ("g", False)]
     assert all(p.requires_grad for p in model.parameters())  # switched back on afterwards
@@ -197,8 +221,9 @@ def test_each_objective_updates_only_its_own_network():
     # one objective that owns only "d" never touches "g"
     model2 = _TwoNets()
     g_before = copy.deepcopy(model2.g.state_dict())
-    Trainer(model2, x, _cfg(steps=3, batch_size=8),
-            objectives=[Objective("d", d_loss, module="d")]).fit()
+    Trainer(
+        model2, x, _cfg(steps=3, batch_size=8), objectives=[Objective("d", d_loss, module="d")]
+    ).fit()
     for k, v in model2.g.state_dict().items():
         assert torch.equal(v, g_before[k])
 
@@ -246,8 +271,13 @@ def test_tensor_loader_shards_partition_each_global_batch():
 def test_fp16_and_bf16_autocast_train_on_cpu():
     x, y = _regression_data()
     for precision in ("bf16", "fp16"):
-        trainer = Trainer(nn.Linear(5, 1), (x, y), _cfg(steps=30, precision=precision),
-                          loss_fn=_mse, val_data=(x, y))
+        trainer = Trainer(
+            nn.Linear(5, 1),
+            (x, y),
+            _cfg(steps=30, precision=precision),
+            loss_fn=_mse,
+            val_data=(x, y),
+        )
         before = trainer.evaluate()["val_loss"]
         trainer.fit()
         assert trainer.history.last("val_loss") < before, precision
@@ -261,11 +291,16 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="same first dimension"):
         TensorLoader(torch.zeros(3), torch.zeros(4), batch_size=2)
     with pytest.raises(ValueError, match="no submodule 'nope'"):
-        Trainer(_TwoNets(), torch.zeros(8, 2), _cfg(),
-                objectives=[Objective("x", lambda m, b: b.sum(), module="nope")])
+        Trainer(
+            _TwoNets(),
+            torch.zeros(8, 2),
+            _cfg(),
+            objectives=[Objective("x", lambda m, b: b.sum(), module="nope")],
+        )
     with pytest.raises(ValueError, match="scalar tensor"):
-        Trainer(nn.Linear(5, 1), _regression_data(), _cfg(steps=1),
-                loss_fn=lambda m, b: m(b[0])).fit()
+        Trainer(
+            nn.Linear(5, 1), _regression_data(), _cfg(steps=1), loss_fn=lambda m, b: m(b[0])
+        ).fit()
 
 
 @pytest.mark.slow
@@ -314,9 +349,20 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     single.mkdir(), ddp.mkdir()
     subprocess.run([sys.executable, str(script), str(single)], check=True, env=env, timeout=120)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                    "--master_port=29517", str(script), str(ddp)],
-                   check=True, env=env, timeout=180)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            str(script),
+            str(ddp),
+        ],
+        check=True,
+        env=env,
+        timeout=180,
+    )
     one = json.loads((single / "weights-0.json").read_text())
     r0 = json.loads((ddp / "weights-0.json").read_text())
     r1 = json.loads((ddp / "weights-1.json").read_text())
@@ -334,8 +380,9 @@ def test_progress_bar_and_history_plot(capsys):
 
     matplotlib.use("Agg")
     x, y = _regression_data()
-    t = Trainer(nn.Linear(5, 1), (x, y), _cfg(steps=5, progress=True), loss_fn=_mse,
-                val_data=(x, y))
+    t = Trainer(
+        nn.Linear(5, 1), (x, y), _cfg(steps=5, progress=True), loss_fn=_mse, val_data=(x, y)
+    )
     t.fit()
     assert "5/5" in capsys.readouterr().err
     ax = t.history.plot()
@@ -348,5 +395,3 @@ def test_unknown_history_key_is_named():
     t.fit()
     with pytest.raises(KeyError, match="no metric 'val_acc'"):
         t.history.series("val_acc")
-
-

@@ -37,12 +37,17 @@ class DigitClassifier(nn.Module):
         self.config = c = config or ClassifierConfig()
         c1, c2 = c.channels
         self.body = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU(),
+            nn.Conv2d(1, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # (N, c1, 14, 14)
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU(),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # (N, c2, 7, 7)
             nn.Flatten(),
-            nn.Linear(c2 * (c.image_size // 4) ** 2, c.hidden), nn.ReLU(),  # (N, hidden)
+            nn.Linear(c2 * (c.image_size // 4) ** 2, c.hidden),
+            nn.ReLU(),  # (N, hidden)
         )
         self.dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden, c.num_classes)
@@ -76,7 +81,9 @@ class DigitClassifier(nn.Module):
         """Class labels (N,) int64, in eval mode, batched."""
         was = self.training
         self.eval()
-        out = torch.cat([self(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        out = torch.cat(
+            [self(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+        )
         self.train(was)
         return out
 

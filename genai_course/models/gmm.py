@@ -35,17 +35,44 @@ class GMMConfig:
 class GaussianMixture(nn.Module):
     """A K-component full-covariance Gaussian mixture with unconstrained parameters."""
 
-    def __init__(self, config: GMMConfig | None = None, *, generator: torch.Generator | None = None):
+    def __init__(
+        self, config: GMMConfig | None = None, *, generator: torch.Generator | None = None
+    ):
         super().__init__()
         self.config = c = config or GMMConfig()
         if c.components < 1 or c.dim < 1:
             raise ValueError(f"components and dim must be >= 1, got {c.components}, {c.dim}")
         self.logits = nn.Parameter(torch.zeros(c.components))
-        self.means = nn.Parameter(c.init_scale * torch.randn(c.components, c.dim, generator=generator))
+        self.means = nn.Parameter(
+            c.init_scale * torch.randn(c.components, c.dim, generator=generator)
+        )
         # softplus^{-1}(init_std) on the diagonal, zeros below it
         raw = torch.zeros(c.components, c.dim, c.dim)
         raw.diagonal(dim1=-2, dim2=-1).fill_(math.log(math.expm1(c.init_std)))
         self.raw_scale = nn.Parameter(raw)
+
+    @torch.no_grad()
+    def init_means_kmeanspp(
+        self, x: Tensor, *, generator: torch.Generator | None = None
+    ) -> GaussianMixture:
+        """Place the means by k-means++ seeding: each next mean is a data point drawn with
+        probability proportional to its squared distance to the nearest mean so far.
+
+        Gradient descent on a mixture's likelihood has poor local optima (two components on
+        one mode, a component starved to zero weight); spread-out starting means avoid most.
+        """
+        if x.ndim != 2 or x.shape[1] != self.config.dim:
+            raise ValueError(
+                f"expected points of shape (N, {self.config.dim}), got {tuple(x.shape)}"
+            )
+        x = x.to(self.means.device, self.means.dtype)
+        first = torch.randint(len(x), (1,), generator=generator).item()
+        centres = [x[first]]
+        for _ in range(1, self.config.components):
+            d2 = torch.cdist(x, torch.stack(centres)).min(1).values.pow(2)
+            centres.append(x[torch.multinomial(d2 / d2.sum(), 1, generator=generator).item()])
+        self.means.copy_(torch.stack(centres))
+        return self
 
     @property
     def weights(self) -> Tensor:
@@ -67,7 +94,9 @@ class GaussianMixture(nn.Module):
     def component_log_prob(self, x: Tensor) -> Tensor:
         """(N, D) -> (N, K): :math:`\\log \\pi_k + \\log \\mathcal N(x_n; \\mu_k, \\Sigma_k)`."""
         if x.ndim != 2 or x.shape[1] != self.config.dim:
-            raise ValueError(f"expected points of shape (N, {self.config.dim}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected points of shape (N, {self.config.dim}), got {tuple(x.shape)}"
+            )
         L = self.scale_tril  # (K, D, D)
         diff = (x[:, None, :] - self.means[None]).unsqueeze(-1)  # (N, K, D, 1)
         # Mahalanobis term through a triangular solve: |L^{-1}(x - mu)|^2

@@ -61,18 +61,22 @@ def verify(name: str, folder: str | Path = PRETRAINED_DIR) -> Path:
     entry = manifest[name]
     path = Path(folder) / entry["file"]
     if not path.is_file():
-        raise PretrainedError(f"the checkpoint file {path} is missing; rebuild it with: "
-                              f"{entry['command']}")
+        raise PretrainedError(
+            f"the checkpoint file {path} is missing; rebuild it with: {entry['command']}"
+        )
     digest = sha256_file(path)
     if digest != entry["sha256"]:
-        raise PretrainedError(f"sha256 of {path.name} is {digest[:16]}..., the manifest says "
-                              f"{entry['sha256'][:16]}...: the file is altered or truncated. "
-                              f"Rebuild it with: {entry['command']}")
+        raise PretrainedError(
+            f"sha256 of {path.name} is {digest[:16]}..., the manifest says "
+            f"{entry['sha256'][:16]}...: the file is altered or truncated. "
+            f"Rebuild it with: {entry['command']}"
+        )
     return path
 
 
-def load_pretrained(name: str, *, device: str | torch.device = "cpu",
-                    folder: str | Path = PRETRAINED_DIR) -> nn.Module:
+def load_pretrained(
+    name: str, *, device: str | torch.device = "cpu", folder: str | Path = PRETRAINED_DIR
+) -> nn.Module:
     """Build the model of checkpoint ``name``, load its verified weights, and put it in eval mode.
 
     >>> clf = load_pretrained("digit-classifier")   # doctest: +SKIP
@@ -95,8 +99,15 @@ def pretrained_info(name: str, folder: str | Path = PRETRAINED_DIR) -> dict[str,
     return manifest[name]
 
 
-def save_pretrained(model: nn.Module, name: str, folder: str | Path, *, command: str,
-                    metrics: dict[str, float], notes: str = "") -> dict[str, Any]:
+def save_pretrained(
+    model: nn.Module,
+    name: str,
+    folder: str | Path,
+    *,
+    command: str,
+    metrics: dict[str, float],
+    notes: str = "",
+) -> dict[str, Any]:
     """Write ``model`` as ``folder/name.safetensors`` and add its entry to ``folder/manifest.json``.
 
     The model must have a ``config`` dataclass with ``to_dict()``; both writes are atomic.
@@ -124,5 +135,12 @@ def save_pretrained(model: nn.Module, name: str, folder: str | Path, *, command:
     return entry
 
 
-__all__ = ["PretrainedError", "list_pretrained", "load_pretrained", "pretrained_info",
-           "read_manifest", "save_pretrained", "verify"]
+__all__ = [
+    "PretrainedError",
+    "list_pretrained",
+    "load_pretrained",
+    "pretrained_info",
+    "read_manifest",
+    "save_pretrained",
+    "verify",
+]

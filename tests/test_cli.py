@@ -1,0 +1,81 @@
+"""The genai-course command."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from genai_course.cli import main
+
+
+def test_info_lists_device_datasets_and_checkpoints(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "device" in out and "mnist" in out and "digit-classifier" in out
+
+
+def test_train_writes_a_checkpoint_and_manifest_that_load(tmp_path, capsys):
+    from genai_course.pretrained import load_pretrained, read_manifest
+
+    assert (
+        main(["train", "gmm-ring", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"])
+        == 0
+    )
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["model"] == "gmm-ring" and result["steps"] == 5
+    entry = read_manifest(tmp_path)["gmm-ring"]
+    assert (
+        entry["command"] == f"genai-course train gmm-ring --profile smoke --seed 0 --out {tmp_path}"
+    )
+    assert load_pretrained("gmm-ring", folder=tmp_path) is not None
+
+
+def test_sample_writes_a_picture(tmp_path, capsys):
+    out = tmp_path / "ring.png"
+    assert main(["sample", "gmm-ring", "--n", "500", "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert json.loads(capsys.readouterr().out)["shape"] == [500, 2]
+
+
+def test_sampling_a_classifier_is_refused(tmp_path, capsys):
+    assert main(["sample", "classifier", "--out", str(tmp_path / "x.png")]) == 2
+    assert "not a generative model" in capsys.readouterr().err
+
+
+def test_unknown_model_is_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "gpt-17"])
+    assert "invalid choice: 'gpt-17'" in capsys.readouterr().err
+
+
+def test_bench_trainer_prints_json_and_the_ratio_line():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genai_course.cli",
+            "bench",
+            "trainer",
+            "--steps",
+            "3",
+            "--repeats",
+            "1",
+            "--batch-size",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-2])
+    assert result["bench"] == "trainer" and result["raw_ms_per_step"] > 0
+    assert re.fullmatch(r"trainer/raw step-time ratio: \d+\.\d\d", lines[-1])
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run(["genai-course", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "train" in proc.stdout
