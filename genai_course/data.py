@@ -27,7 +27,6 @@ import gzip
 import importlib
 import os
 import struct
-import tempfile
 import unicodedata
 import zlib
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .checkpoint import atomic_write
 
 __all__ = [
     "DATASETS",
@@ -266,17 +267,8 @@ def _download_atomically(url: str, dest: Path) -> None:
         _parse_idx(gzip.decompress(payload))
     except (ValueError, EOFError, OSError) as err:
         raise RuntimeError(f"{url} did not return a gzip-compressed idx file: {err}") from err
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # A temporary file in the same folder plus os.replace means that an interrupted download
-    # never leaves a truncated file that a later call would take for the real one.
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # atomic: an interrupted download never leaves a truncated file that looks like the real one
+    atomic_write(dest, lambda tmp: Path(tmp).write_bytes(payload))
 
 
 @functools.lru_cache(maxsize=2)

@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,5 +78,7 @@ def test_bench_trainer_prints_json_and_the_ratio_line():
 
 
 def test_console_script_is_installed():
-    proc = subprocess.run(["genai-course", "--help"], capture_output=True, text=True, timeout=60)
+    # the script sits beside this interpreter (a venv's bin/), whether or not that is on PATH
+    script = Path(sys.executable).parent / "genai-course"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "train" in proc.stdout
