@@ -10,7 +10,8 @@ TORCH_VERSION ?= 2.13.0
 NB_TIMEOUT ?= 180
 BUILD := _build
 # The executed copy of the book's sources: the notebooks in git stay free of outputs.
-SRC := $(BUILD)/src
+# (Not under _build: nbmake skips any path with _build in it.)
+SRC := executed
 JB_FLAGS ?=
 
 .PHONY: install book test lint unit notebooks site clean
@@ -30,12 +31,12 @@ $(VENV)/.installed: pyproject.toml
 notebooks: install
 	rm -rf $(SRC) && mkdir -p $(SRC)
 	cp -r _config.yml _toc.yml book notebooks $(SRC)/
-	cd $(SRC) && ../../$(PY) -m pytest --nbmake --overwrite --nbmake-timeout=$(NB_TIMEOUT) \
+	cd $(SRC) && ../$(PY) -m pytest --nbmake --overwrite --nbmake-timeout=$(NB_TIMEOUT) \
 		-p no:cacheprovider --durations=0 -q notebooks
 
 # Build from the executed copy; _config.yml sets execute_notebooks: off.
 site:
-	$(VENV)/bin/jupyter-book build $(SRC) --path-output $(BUILD) $(JB_FLAGS)
+	$(VENV)/bin/jupyter-book build $(SRC) --path-output . $(JB_FLAGS)
 	@echo "site: $(BUILD)/html/index.html"
 
 book: notebooks
@@ -51,4 +52,4 @@ test: lint unit notebooks
 	$(MAKE) site JB_FLAGS="-W -n --keep-going"
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SRC)
