@@ -49,7 +49,7 @@ unit: install
 	$(PY) -m pytest tests -q --durations=15
 
 test: lint unit notebooks
-	$(MAKE) site JB_FLAGS="-W -n --keep-going"
+	$(MAKE) site JB_FLAGS="-W --keep-going"
 
 clean:
 	rm -rf $(BUILD) $(SRC)
