@@ -110,6 +110,7 @@ def train_classifier(
         "steps": trainer.step,
         "train_seconds": round(seconds, 1),
         "device": str(trainer.device),
+        "world_size": trainer.world_size,
     }
     if out is not None and trainer.is_main:
         save_pretrained(
