@@ -59,11 +59,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .recipes import RECIPES
+    from .recipes import RECIPES, RunOptions
 
     recipe = RECIPES[args.model]
     profile = args.profile or current_profile()
-    metrics = recipe.train(
+    opts = RunOptions(
         profile=profile,
         out=args.out,
         seed=args.seed,
@@ -73,6 +73,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         checkpoint_dir=args.checkpoint_dir,
     )
+    metrics = recipe.train(opts)
     if int(os.environ.get("RANK", 0)) == 0:
         print(json.dumps({"model": args.model, "profile": profile, **metrics}))
     return 0

@@ -32,8 +32,36 @@ class Recipe:
     sample: Callable[..., Any] | None = None
 
 
-def _command(recipe: str, profile: str, seed: int, out: str | Path) -> str:
-    return f"genai-course train {recipe} --profile {profile} --seed {seed} --out {out}"
+@dataclass
+class RunOptions:
+    """How to run a recipe: the settings of ``genai-course train`` that every recipe shares."""
+
+    profile: str
+    out: str | Path | None = None  # folder for the .safetensors and manifest.json; None: no file
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    progress: bool = True
+    checkpoint_dir: str | None = None  # resumable Trainer checkpoints
+
+    def trainer_settings(self) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields these options set."""
+        return dict(
+            seed=self.seed,
+            device=self.device,
+            precision=self.precision,
+            compile=self.compile,
+            progress=self.progress,
+            checkpoint_dir=self.checkpoint_dir,
+        )
+
+    def command(self, recipe: str) -> str:
+        """The command line that reproduces this run (recorded in the manifest)."""
+        return (
+            f"genai-course train {recipe} --profile {self.profile} --seed {self.seed} "
+            f"--out {self.out}"
+        )
 
 
 # classifier ---------------------------------------------------------------------------------
@@ -59,37 +87,19 @@ def classifier_config(profile: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**kw)
 
 
-def train_classifier(
-    *,
-    profile: str,
-    out: str | Path | None,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
-    compile: bool = False,
-    progress: bool = True,
-    checkpoint_dir: str | None = None,
-) -> dict[str, Any]:
+def train_classifier(opts: RunOptions) -> dict[str, Any]:
     """Train :class:`~genai_course.models.DigitClassifier` on the 4,000 MNIST training digits
     (random shifts of up to 2 pixels as augmentation), keep the weights with the best
     validation accuracy, and report the accuracy on the 500 held-out test digits."""
     from .models import ClassifierConfig, DigitClassifier
 
-    torch.manual_seed(seed)
+    torch.manual_seed(opts.seed)
     x, y = data.load_mnist("train")
     xv, yv = data.load_mnist("val")
     xt, yt = data.load_mnist("test")
     model = DigitClassifier(ClassifierConfig(mean=float(x.mean()), std=float(x.std())))
-    loader = TensorLoader(x, y, batch_size=128, seed=seed, transform=data.random_shift)
-    config = classifier_config(
-        profile,
-        seed=seed,
-        device=device,
-        precision=precision,
-        compile=compile,
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
-    )
+    loader = TensorLoader(x, y, batch_size=128, seed=opts.seed, transform=data.random_shift)
+    config = classifier_config(opts.profile, **opts.trainer_settings())
     trainer = Trainer(
         model,
         loader,
@@ -112,12 +122,12 @@ def train_classifier(
         "device": str(trainer.device),
         "world_size": trainer.world_size,
     }
-    if out is not None and trainer.is_main:
+    if opts.out is not None and trainer.is_main:
         save_pretrained(
             model,
             "digit-classifier",
-            out,
-            command=_command("classifier", profile, seed, out),
+            opts.out,
+            command=opts.command("classifier"),
             metrics=metrics,
             notes="feature network of the course's sample metrics (FID, KID, ...)",
         )
@@ -127,42 +137,27 @@ def train_classifier(
 # Gaussian mixture on the ring ---------------------------------------------------------------
 
 
-def train_gmm_ring(
-    *,
-    profile: str,
-    out: str | Path | None,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "fp32",
-    compile: bool = False,
-    progress: bool = True,
-    checkpoint_dir: str | None = None,
-) -> dict[str, Any]:
+def train_gmm_ring(opts: RunOptions) -> dict[str, Any]:
     """Fit an 8-component Gaussian mixture (k-means++ starting means) to the ring of 8
     Gaussians by gradient descent on the negative log-likelihood; report the held-out NLL
     (nats per point)."""
     from .models import GaussianMixture
     from .models.gmm import GMMConfig
 
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(opts.seed)
     x, _ = data.load_toy2d("ring", "train", n=4000)
     xv, _ = data.load_toy2d("ring", "val", n=1000)
     model = GaussianMixture(
         GMMConfig(components=8, dim=2, init_scale=1.0, init_std=0.5), generator=gen
     ).init_means_kmeanspp(x, generator=gen)
-    steps = pick(smoke=5, cpu=1500, full=4000, profile=profile)
+    steps = pick(smoke=5, cpu=1500, full=4000, profile=opts.profile)
     config = TrainConfig(
         steps=steps,
         batch_size=256,
         lr=0.05,
         schedule="cosine",
-        seed=seed,
-        device=device,
-        precision=precision,
-        compile=compile,
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
         log_every=50,
+        **opts.trainer_settings(),
     )
     trainer = Trainer(model, x, config, val_data=xv)
     trainer.fit()
@@ -170,12 +165,12 @@ def train_gmm_ring(
     with torch.no_grad():
         val_nll = float(-model.log_prob(xv).mean())
     metrics = {"val_nll": val_nll, "steps": trainer.step, "device": str(trainer.device)}
-    if out is not None and trainer.is_main:
+    if opts.out is not None and trainer.is_main:
         save_pretrained(
             model,
             "gmm-ring",
-            out,
-            command=_command("gmm-ring", profile, seed, out),
+            opts.out,
+            command=opts.command("gmm-ring"),
             metrics=metrics,
             notes="chapter 01's mixture fitted to the 8-mode ring",
         )
