@@ -50,6 +50,7 @@ __all__ = [
     "SPLIT_SEED",
     "TOY2D_NAMES",
     "CharTokenizer",
+    "TokenWindows",
     "load",
     "load_abc_tunes",
     "load_digits",
@@ -928,3 +929,65 @@ def load(name: str, /, split: str = "train", **kwargs: Any) -> Any:
         "abc_tunes": load_abc_tunes,
     }
     return loaders[name](split, **kwargs)
+
+
+# Token streams for language models ------------------------------------------------------------
+
+
+class TokenWindows:
+    """Random windows of a token sequence as (inputs, next-token targets) batches.
+
+    ``next_batch()`` returns x, y of shape (batch_size, block_size) with ``y[:, t] = x[:, t+1]``
+    in the original sequence. Batch ``i`` draws its window starts from a generator seeded with
+    ``(seed, i)``, so the stream position is one integer and a resumed run sees exactly the
+    batches an unbroken one would. The :class:`~genai_course.train.Trainer` accepts it as
+    training data; under data parallel training (:meth:`shard`) every rank draws the same
+    global batch of ``batch_size * world_size`` windows and keeps its share.
+    """
+
+    def __init__(self, tokens: Tensor, *, block_size: int, batch_size: int, seed: int = 0):
+        if tokens.ndim != 1 or tokens.dtype != torch.long:
+            raise ValueError(
+                f"tokens must be a 1-D int64 tensor, got {tuple(tokens.shape)} {tokens.dtype}"
+            )
+        if len(tokens) < block_size + 2:
+            raise ValueError(f"{len(tokens)} tokens are too few for windows of {block_size}")
+        self.tokens, self.block_size, self.batch_size = tokens, block_size, batch_size
+        self.seed, self.index = seed, 0
+        self.rank, self.world_size = 0, 1
+
+    def to(self, device: str | torch.device) -> TokenWindows:
+        self.tokens = self.tokens.to(device)
+        return self
+
+    def shard(self, rank: int, world_size: int) -> TokenWindows:
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.index)
+        self.index += 1
+        n = self.batch_size * self.world_size
+        starts = torch.randint(len(self.tokens) - self.block_size - 1, (n,), generator=g)
+        starts = starts[self.rank :: self.world_size].to(self.tokens.device)
+        offsets = torch.arange(self.block_size + 1, device=self.tokens.device)
+        windows = self.tokens[starts[:, None] + offsets]  # (B, block_size + 1)
+        return windows[:, :-1], windows[:, 1:]
+
+    def eval_batches(self, max_batches: int | None = None):
+        """Consecutive, non-overlapping windows covering the sequence in order (for an exact
+        validation loss over every token, up to the last partial window)."""
+        bs, n = self.block_size, len(self.tokens) - 1
+        starts = torch.arange(0, n - bs + 1, bs, device=self.tokens.device)
+        offsets = torch.arange(bs + 1, device=self.tokens.device)
+        for i, chunk in enumerate(starts.split(self.batch_size)):
+            if max_batches is not None and i >= max_batches:
+                break
+            w = self.tokens[chunk[:, None] + offsets]
+            yield w[:, :-1], w[:, 1:]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"index": self.index, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.index, self.seed = int(state["index"]), int(state["seed"])

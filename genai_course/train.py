@@ -316,10 +316,11 @@ class _IterableStream:
         self.epoch = int(state.get("epoch", 0))
 
 
-def _as_stream(
-    data: Any, batch_size: int, shuffle: bool, seed: int
-) -> TensorLoader | _IterableStream:
-    if isinstance(data, TensorLoader):
+def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> Any:
+    """The training data as a stream: an object with ``next_batch()``, ``state_dict()`` and
+    ``load_state_dict()`` (optionally ``to(device)`` and ``shard(rank, world_size)``), such as
+    :class:`TensorLoader` or :class:`genai_course.data.TokenWindows`."""
+    if hasattr(data, "next_batch"):
         return data
     if isinstance(data, Tensor):
         return TensorLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
@@ -328,12 +329,14 @@ def _as_stream(
     if isinstance(data, Iterable):
         return _IterableStream(data)
     raise TypeError(
-        f"training data must be a Tensor, a tuple of Tensors, a TensorLoader or an "
-        f"iterable of batches, got {type(data).__name__}"
+        f"training data must be a Tensor, a tuple of Tensors, a stream with next_batch() "
+        f"(TensorLoader, TokenWindows) or an iterable of batches, got {type(data).__name__}"
     )
 
 
 def _eval_batches(data: Any, batch_size: int) -> Iterable:
+    if hasattr(data, "eval_batches"):
+        return data.eval_batches()
     if isinstance(data, Tensor):
         return TensorLoader(data, batch_size=batch_size, shuffle=False, drop_last=False)
     if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
@@ -538,11 +541,13 @@ class Trainer:
             raise ValueError(f"objective names must be unique, got {names}")
 
         self.stream = _as_stream(train_data, config.batch_size, config.shuffle, config.seed)
-        if isinstance(self.stream, TensorLoader):
+        if hasattr(self.stream, "to"):
             self.stream.to(self.device)
-        self.val_data = (
-            move_to(val_data, self.device) if isinstance(val_data, (Tensor, tuple)) else val_data
-        )
+        if isinstance(val_data, (Tensor, tuple)):
+            val_data = move_to(val_data, self.device)
+        elif hasattr(val_data, "eval_batches") and hasattr(val_data, "to"):
+            val_data = val_data.to(self.device)
+        self.val_data = val_data
         self.metrics_fn = metrics_fn
         self.callbacks = list(callbacks)
 
@@ -556,7 +561,7 @@ class Trainer:
 
         if self.world_size > 1:
             _init_distributed(self.device)
-            if isinstance(self.stream, TensorLoader):
+            if hasattr(self.stream, "shard"):
                 self.stream.shard(self.rank, self.world_size)
         # Different ranks need different noise (dropout, GAN latents); rank 0 matches 1 process.
         torch.manual_seed(config.seed + self.rank)

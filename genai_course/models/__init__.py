@@ -2,5 +2,13 @@
 
 from .classifier import ClassifierConfig, DigitClassifier
 from .gmm import GaussianMixture, gaussian_kl
+from .gpt import GPT, GPTConfig
 
-__all__ = ["ClassifierConfig", "DigitClassifier", "GaussianMixture", "gaussian_kl"]
+__all__ = [
+    "ClassifierConfig",
+    "DigitClassifier",
+    "GPT",
+    "GPTConfig",
+    "GaussianMixture",
+    "gaussian_kl",
+]

@@ -81,13 +81,13 @@ def load_pretrained(
 
     >>> clf = load_pretrained("digit-classifier")   # doctest: +SKIP
     """
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     path = verify(name, folder)
     entry = read_manifest(folder)[name]
     cls = _model_class(entry["class"])
     model = cls(_config_from(cls, entry["config"]))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    load_model(model, str(path), strict=True)  # restores tied weights (GPT's head = embedding)
     return model.to(device).eval()
 
 
@@ -112,12 +112,13 @@ def save_pretrained(
 
     The model must have a ``config`` dataclass with ``to_dict()``; both writes are atomic.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save_model
 
     folder = Path(folder)
     file = f"{name}.safetensors"
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(folder / file, lambda tmp: save_file(state, tmp))
+    model = model.cpu()
+    # save_model stores a tensor shared by two names (tied weights) once
+    atomic_write(folder / file, lambda tmp: save_model(model, tmp))
     entry = {
         "file": file,
         "sha256": sha256_file(folder / file),

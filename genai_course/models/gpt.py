@@ -1,0 +1,365 @@
+"""A small GPT, readable in one sitting (chapters 09-11; also the prior of chapter 05).
+
+The model defines a distribution over token sequences by the chain rule,
+
+.. math:: p_\\theta(x_1, \\dots, x_T) = \\prod_{t=1}^T p_\\theta(x_t \\mid x_{<t}),
+
+and is trained by minimising the next-token cross-entropy
+:math:`-\\frac1T \\sum_t \\log p_\\theta(x_t \\mid x_{<t})` (nats per token; divide by
+:math:`\\ln 2` for bits per character).  Each position attends only to itself and the positions
+before it (the causal mask), so one forward pass scores every prefix at once.
+
+The same blocks without the causal mask make a bidirectional encoder trained by masked
+modelling (BERT-style, :func:`masked_lm_loss`): chapter 10 compares the two.
+
+Shapes in comments: B batch, T time (sequence length), C channels (``n_embd``), nh heads,
+hs head size (``C // nh``), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys and values, each (B, nh, T_past, hs)
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 128  # characters of the corpus (+1 for [MASK] when masked modelling)
+    block_size: int = 256  # longest context; position embeddings exist up to here
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256  # must be divisible by n_head
+    dropout: float = 0.1  # small data overfits; 0 for the longest runs on big corpora
+    bias: bool = True
+    causal: bool = True  # False: a bidirectional encoder for masked modelling
+    vocab: str = ""  # the characters, in id order, so a checkpoint carries its tokenizer
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.vocab and len(self.vocab) > self.vocab_size:
+            raise ValueError(
+                f"vocab has {len(self.vocab)} characters but vocab_size is {self.vocab_size}"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# building blocks
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool = True) -> Tensor:
+    """Scaled dot-product attention written out, the reference for the fused kernel.
+
+    .. math:: \\mathrm{Attention}(Q, K, V) = \\mathrm{softmax}\\left(\\frac{QK^\\top}{\\sqrt{d}}
+       + M\\right) V, \\qquad M_{ij} = -\\infty \\text{ if } j > i \\text{ (causal) else } 0.
+
+    q (..., Tq, d), k and v (..., Tk, d) -> (..., Tq, d). With ``causal`` and Tq < Tk the
+    queries are the *last* Tq positions (as when decoding with a cache).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
+    if causal:
+        tq, tk = q.shape[-2], k.shape[-2]
+        allowed = torch.ones(tq, tk, dtype=torch.bool, device=q.device).tril(diagonal=tk - tq)
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash on GPUs)."""
+
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.n_head, self.causal, self.dropout = c.n_head, c.causal, c.dropout
+        self.qkv = nn.Linear(c.n_embd, 3 * c.n_embd, bias=c.bias)
+        self.proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
+        self.resid_drop = nn.Dropout(c.dropout)
+
+    def forward(
+        self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)  # each (B, T, C)
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)
+        )  # each (B, nh, T, hs)
+        if cache is not None:  # decoding: prepend the keys and values of earlier positions
+            k = torch.cat([cache[0], k], dim=2)  # (B, nh, T_past + T, hs)
+            v = torch.cat([cache[1], v], dim=2)
+        # With a cache the T new queries are the last positions: causal masking of a single
+        # query is no masking at all; several new queries need the offset mask.
+        if self.causal and cache is not None and T > 1:
+            tk = k.shape[2]
+            mask = torch.ones(T, tk, dtype=torch.bool, device=x.device).tril(diagonal=tk - T)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                is_causal=self.causal and cache is None,
+                dropout_p=self.dropout if self.training else 0.0,
+            )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads
+        return self.resid_drop(self.proj(y)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(c.n_embd, 4 * c.n_embd, bias=c.bias)
+        self.proj = nn.Linear(4 * c.n_embd, c.n_embd, bias=c.bias)
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.attn = SelfAttention(c)
+        self.ln2 = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.mlp = MLP(c)
+
+    def forward(
+        self, x: Tensor, cache: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        a, kv = self.attn(self.ln1(x), cache)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), kv
+
+
+# ----------------------------------------------------------------------------------------------
+# the model
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, ``n_layer`` blocks, a final LayerNorm and a linear head
+    whose weight is tied to the token embedding."""
+
+    def __init__(self, config: GPTConfig | None = None):
+        super().__init__()
+        self.config = c = config or GPTConfig()
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.n_embd, bias=c.bias)
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.head.weight = self.wte.weight  # weight tying: one matrix embeds and un-embeds
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # residual projections scaled by depth (GPT-2)
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self, embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n if embeddings else n - self.wpe.weight.numel()
+
+    @property
+    def tokenizer(self):
+        """The :class:`~genai_course.data.CharTokenizer` of ``config.vocab``."""
+        from ..data import CharTokenizer
+
+        if not self.config.vocab:
+            raise ValueError("this model's config has no vocab; build a CharTokenizer yourself")
+        return CharTokenizer(self.config.vocab)
+
+    def _check(self, idx: Tensor, past: int = 0) -> None:
+        if idx.ndim != 2 or idx.dtype != torch.long:
+            raise ValueError(
+                f"expected token ids of shape (B, T) and dtype int64, got "
+                f"{tuple(idx.shape)} {idx.dtype}"
+            )
+        if past + idx.shape[1] > self.config.block_size:
+            raise ValueError(
+                f"sequence of {past + idx.shape[1]} tokens is longer than the "
+                f"block size {self.config.block_size}"
+            )
+
+    def forward(
+        self, idx: Tensor, cache: KVCache | None = None, return_hidden: bool = False
+    ) -> tuple[Tensor, KVCache]:
+        """idx (B, T) int64 -> logits (B, T, V) and the new KV cache.
+
+        With ``cache`` (from an earlier call) ``idx`` continues that sequence; positions are
+        counted from the cache's length. ``return_hidden`` returns the final hidden states
+        (B, T, C) instead of logits, for probes and classification heads.
+        """
+        past = 0 if cache is None else cache[0][0].shape[2]
+        self._check(idx, past)
+        pos = torch.arange(past, past + idx.shape[1], device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        new_cache: KVCache = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if cache is None else cache[i])
+            new_cache.append(kv)
+        x = self.ln_f(x)
+        return (x if return_hidden else self.head(x)), new_cache
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Next-token cross-entropy :math:`-\\frac{1}{BT}\\sum_{b,t} \\log p_\\theta(y_{bt} \\mid
+        x_{b,\\le t})` in nats, for inputs x (B, T) and targets y (B, T) (x shifted by one)."""
+        x, y = batch
+        logits, _ = self(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Extend idx (B, T) by ``max_new_tokens`` sampled tokens -> (B, T + max_new_tokens).
+
+        Each step samples from the last position's distribution, sharpened or flattened by
+        ``temperature``, optionally restricted to the ``top_k`` most likely tokens or to the
+        smallest set whose probability reaches ``top_p`` (nucleus sampling); ``greedy`` takes
+        the most likely token. With ``use_cache`` each step feeds only the new token and
+        reuses the keys and values of the earlier ones; the context is cropped to the block
+        size (the cache is rebuilt when it is full).
+        """
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if temperature <= 0 and not greedy:
+            raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
+        was = self.training
+        self.eval()
+        bs = self.config.block_size
+        cache: KVCache | None = None
+        for _ in range(max_new_tokens):
+            if cache is not None:  # feed only the newest token; earlier keys/values are cached
+                logits, cache = self(idx[:, -1:], cache)
+            else:
+                logits, cache = self(idx[:, -bs:])
+            nxt = sample_next(
+                logits[:, -1, :],
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                greedy=greedy,
+                generator=generator,
+            )
+            idx = torch.cat([idx, nxt], dim=1)
+            if not use_cache or cache[0][0].shape[2] >= bs:
+                cache = None  # no cache, or a full one: recompute the last block_size tokens
+        self.train(was)
+        return idx
+
+    def generate_text(self, prompt: str, max_new_tokens: int, **kwargs) -> str:
+        """Encode ``prompt`` with the model's tokenizer, generate, decode the whole text."""
+        tok = self.tokenizer
+        device = self.wte.weight.device
+        idx = tok.encode(prompt).to(device)[None]
+        return tok.decode(self.generate(idx, max_new_tokens, **kwargs)[0].cpu())
+
+
+def sample_next(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token per row from logits (B, V) -> (B, 1), with the decoding rules of
+    :meth:`GPT.generate`."""
+    if greedy:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # drop a token when the tokens before it already reach top_p (the first always stays)
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator)
+
+
+# ----------------------------------------------------------------------------------------------
+# masked modelling
+
+
+def mask_tokens(
+    tokens: Tensor,
+    mask_id: int,
+    vocab_size: int,
+    *,
+    mask_prob: float = 0.15,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """BERT-style corruption of tokens (B, T) -> (inputs, targets), both (B, T).
+
+    Each position is chosen with probability ``mask_prob``; a chosen position becomes
+    ``mask_id`` 80% of the time, a random token 10% and stays itself 10%. Targets hold the
+    original token at chosen positions and -100 (ignored by the loss) everywhere else.
+    """
+    dev = tokens.device
+    u = torch.rand(tokens.shape, generator=generator, device=dev)
+    chosen = u < mask_prob
+    how = torch.rand(tokens.shape, generator=generator, device=dev)
+    inputs = tokens.clone()
+    inputs[chosen & (how < 0.8)] = mask_id
+    rand_pos = chosen & (how >= 0.8) & (how < 0.9)
+    inputs[rand_pos] = torch.randint(
+        vocab_size, (int(rand_pos.sum()),), generator=generator, device=dev
+    )
+    targets = torch.where(chosen, tokens, torch.full_like(tokens, -100))
+    return inputs, targets
+
+
+def masked_lm_loss(model: GPT, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy over the masked positions only (targets -100 elsewhere), in nats."""
+    if model.config.causal:
+        raise ValueError("masked modelling needs a bidirectional model (GPTConfig(causal=False))")
+    logits, _ = model(inputs)
+    if (targets != -100).sum() == 0:
+        return logits.sum() * 0.0  # no position chosen in this batch
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )
+
+
+def bits_per_char(nats: float) -> float:
+    """Convert a loss in nats per character to bits per character."""
+    return nats / math.log(2)

@@ -1,0 +1,172 @@
+"""The GPT: causality, the KV cache, attention, decoding rules, masked modelling."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genai_course.data import CharTokenizer, TokenWindows
+from genai_course.models.gpt import (
+    GPT,
+    GPTConfig,
+    attention,
+    mask_tokens,
+    masked_lm_loss,
+    sample_next,
+)
+from genai_course.train import TrainConfig, Trainer
+
+
+def _gpt(**kw):
+    torch.manual_seed(0)
+    base = dict(vocab_size=11, block_size=32, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    base.update(kw)
+    return GPT(GPTConfig(**base)).eval()
+
+
+def test_changing_a_future_token_never_changes_past_logits():
+    model = _gpt()
+    x = torch.randint(11, (2, 20))
+    y = x.clone()
+    y[:, 12] = (y[:, 12] + 1) % 11
+    a, _ = model(x)
+    b, _ = model(y)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_bidirectional_model_sees_the_future():
+    model = _gpt(causal=False)
+    x = torch.randint(11, (1, 10))
+    y = x.clone()
+    y[0, 9] = (y[0, 9] + 1) % 11
+    assert not torch.allclose(model(x)[0][:, :9], model(y)[0][:, :9])
+
+
+def test_kv_cache_gives_the_logits_of_full_recomputation():
+    model = _gpt()
+    x = torch.randint(11, (3, 16))
+    full, _ = model(x)
+    logits, cache = model(x[:, :5])
+    steps = [logits]
+    for t in range(5, 16):  # one token at a time
+        logits, cache = model(x[:, t : t + 1], cache)
+        steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    # several new tokens at once against a cache need the offset causal mask
+    logits, cache = model(x[:, :7])
+    more, _ = model(x[:, 7:12], cache)
+    torch.testing.assert_close(more, full[:, 7:12], atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_generation_is_identical_with_and_without_the_cache():
+    model = _gpt()
+    prompt = torch.randint(11, (2, 4))
+    a = model.generate(prompt, 40, greedy=True, use_cache=True)  # runs past block_size = 32
+    b = model.generate(prompt, 40, greedy=True, use_cache=False)
+    assert a.shape == (2, 44)
+    assert torch.equal(a, b)
+
+
+def test_attention_written_out_equals_the_fused_kernel():
+    q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
+    for causal in (True, False):
+        torch.testing.assert_close(
+            attention(q, k, v, causal), F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        )
+    # the last 2 queries against 7 keys (decoding with a cache)
+    mask = torch.ones(2, 7, dtype=torch.bool).tril(diagonal=5)
+    torch.testing.assert_close(
+        attention(q[:, :, -2:], k, v, True),
+        F.scaled_dot_product_attention(q[:, :, -2:], k, v, attn_mask=mask),
+    )
+
+
+def test_top_k_and_top_p_keep_only_the_allowed_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.15, 0.1]])).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    k2 = sample_next(logits, top_k=2, generator=g)
+    assert set(k2.flatten().tolist()) == {0, 1}
+    p = sample_next(logits, top_p=0.8, generator=g)  # 0.5 + 0.25 < 0.8: three tokens needed
+    assert set(p.flatten().tolist()) == {0, 1, 2}
+    counts = torch.bincount(p.flatten(), minlength=4).float() / len(p)
+    torch.testing.assert_close(counts[:3], torch.tensor([0.5, 0.25, 0.15]) / 0.9, atol=0.04, rtol=0)
+    assert torch.equal(sample_next(logits[:3], greedy=True), torch.zeros(3, 1, dtype=torch.long))
+    cold = sample_next(logits, temperature=0.05, generator=g)
+    assert (cold == 0).float().mean() > 0.99
+
+
+def test_generation_rejects_bad_input_with_clear_errors():
+    model = _gpt()
+    with pytest.raises(ValueError, match="longer than the block size 32"):
+        model(torch.zeros(1, 33, dtype=torch.long))
+    with pytest.raises(ValueError, match="int64"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        model.generate(torch.zeros(1, 2, dtype=torch.long), 3, temperature=0)
+    tok = CharTokenizer("abcdefghij ")
+    named = _gpt(vocab=tok.vocab)
+    assert len(named.generate_text("abc", 5, generator=torch.Generator().manual_seed(0))) == 8
+    with pytest.raises(ValueError, match="'Z'"):
+        named.generate_text("aZ", 5)
+
+
+def test_masked_loss_counts_only_masked_positions():
+    model = _gpt(vocab_size=12, causal=False)  # id 11 is [MASK]
+    tokens = torch.randint(11, (4, 30))
+    g = torch.Generator().manual_seed(0)
+    inputs, targets = mask_tokens(tokens, 11, 11, mask_prob=0.3, generator=g)
+    chosen = targets != -100
+    assert torch.equal(targets[chosen], tokens[chosen])
+    assert torch.equal(inputs[~chosen], tokens[~chosen])
+    logits, _ = model(inputs)
+    by_hand = F.cross_entropy(logits[chosen], tokens[chosen])
+    torch.testing.assert_close(masked_lm_loss(model, inputs, targets), by_hand)
+    with pytest.raises(ValueError, match="bidirectional"):
+        masked_lm_loss(_gpt(), inputs.clamp(max=10), targets)
+
+
+def test_mask_tokens_follows_the_80_10_10_rule():
+    tokens = torch.randint(100, (200, 500))
+    inputs, targets = mask_tokens(
+        tokens, 100, 100, mask_prob=0.15, generator=torch.Generator().manual_seed(0)
+    )
+    chosen = targets != -100
+    assert chosen.float().mean().item() == pytest.approx(0.15, abs=0.005)
+    masked = (inputs[chosen] == 100).float().mean().item()
+    kept = (inputs[chosen] == tokens[chosen]).float().mean().item()
+    assert masked == pytest.approx(0.8, abs=0.01)
+    assert kept == pytest.approx(0.1 + 0.1 / 100, abs=0.01)  # kept, or replaced by itself
+
+
+def test_token_windows_shift_targets_and_resume_exactly():
+    tokens = torch.arange(1000)
+    w = TokenWindows(tokens, block_size=16, batch_size=4, seed=3)
+    x, y = w.next_batch()
+    assert x.shape == y.shape == (4, 16) and torch.equal(y, x + 1)
+    later = [w.next_batch()[0] for _ in range(3)]
+    w2 = TokenWindows(tokens, block_size=16, batch_size=4, seed=3)
+    w2.load_state_dict({"index": 1, "seed": 3})
+    for expected in later:
+        assert torch.equal(w2.next_batch()[0], expected)
+    # two shards hold the halves of the one-process global batch
+    whole = TokenWindows(tokens, block_size=16, batch_size=8, seed=5).next_batch()[0]
+    parts = [
+        TokenWindows(tokens, block_size=16, batch_size=4, seed=5).shard(r, 2).next_batch()[0]
+        for r in range(2)
+    ]
+    assert sorted(map(tuple, whole.tolist())) == sorted(map(tuple, torch.cat(parts).tolist()))
+    with pytest.raises(ValueError, match="1-D int64"):
+        TokenWindows(torch.zeros(100), block_size=4, batch_size=2)
+
+
+def test_gpt_learns_a_repeating_text_with_the_trainer():
+    tok = CharTokenizer.from_text("abcdefgh ")
+    tokens = tok.encode("abcdefgh " * 200)
+    model = _gpt(vocab_size=len(tok), vocab=tok.vocab).train()
+    train = TokenWindows(tokens, block_size=16, batch_size=16)
+    val = TokenWindows(tokens[:400], block_size=16, batch_size=16)
+    t = Trainer(model, train, TrainConfig(steps=150, lr=3e-3, progress=False), val_data=val)
+    before = t.evaluate()["val_loss"]
+    t.fit()
+    assert t.history.last("val_loss") < 0.1 < before
+    assert model.generate_text("abc", 12, greedy=True) == "abcdefgh abcdef"
