@@ -227,7 +227,8 @@ def python_docs_tokenizer() -> data.CharTokenizer:
 def train_gpt_pydocs(opts: RunOptions) -> dict[str, Any]:
     """Pretrain the char-level GPT on the Python language reference (``pydoc_data``) and report
     validation and test bits per character on the held-out topics."""
-    from .models.gpt import GPT, GPTConfig, bits_per_char
+    from .metrics import bits_per_char
+    from .models.gpt import GPT, GPTConfig
 
     torch.manual_seed(opts.seed)
     tok = python_docs_tokenizer()

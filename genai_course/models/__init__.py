@@ -3,6 +3,7 @@
 from .classifier import ClassifierConfig, DigitClassifier
 from .gmm import GaussianMixture, gaussian_kl
 from .gpt import GPT, GPTConfig
+from .vae import VAE, VAEConfig, iwae_nll
 
 __all__ = [
     "ClassifierConfig",
@@ -10,5 +11,8 @@ __all__ = [
     "GPT",
     "GPTConfig",
     "GaussianMixture",
+    "VAE",
+    "VAEConfig",
     "gaussian_kl",
+    "iwae_nll",
 ]

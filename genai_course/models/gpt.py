@@ -358,8 +358,3 @@ def masked_lm_loss(model: GPT, inputs: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
     )
-
-
-def bits_per_char(nats: float) -> float:
-    """Convert a loss in nats per character to bits per character."""
-    return nats / math.log(2)

@@ -1,0 +1,333 @@
+"""Chapters 03-04's VAE: the bounds it rests on, checked where the truth is known."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, MultivariateNormal, Normal
+
+from genai_course.data import load_digits
+from genai_course.models.vae import (
+    VAE,
+    VAEConfig,
+    bernoulli_log_likelihood,
+    gaussian_kl_standard,
+    gaussian_log_likelihood,
+    iwae_bound,
+    iwae_nll,
+    log_normal_diag,
+)
+from genai_course.train import TrainConfig, Trainer
+
+# ----------------------------------------------------------------------------------------------
+# closed forms
+
+
+def test_kl_closed_form_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    logvar = 0.8 * torch.randn(4, 3, generator=g, dtype=torch.float64)
+    q = Normal(mu, (0.5 * logvar).exp())
+    z = q.sample((200_000,))  # (S, 4, 3)
+    log_ratio = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)  # (S, 4)
+    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(len(z))
+    exact = gaussian_kl_standard(mu, logvar)
+    assert exact.shape == (4,)
+    assert ((mc - exact).abs() < 4 * se).all(), (mc, exact, se)
+
+
+def test_log_normal_diag_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    z, mu = torch.randn(2, 5, 3, generator=g), torch.randn(5, 3, generator=g)
+    logvar = torch.randn(5, 3, generator=g)
+    ref = Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(log_normal_diag(z, mu, logvar), ref)
+    torch.testing.assert_close(log_normal_diag(z, 0.0, 0.0), Normal(0.0, 1.0).log_prob(z).sum(-1))
+
+
+def test_gaussian_and_bernoulli_log_likelihoods_match_torch_distributions():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    mean = torch.rand(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    ref = Normal(mean, 0.1).log_prob(x).sum((1, 2, 3))
+    torch.testing.assert_close(gaussian_log_likelihood(mean, x, 0.1), ref)
+
+    logits = 3 * torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64)
+    binary = (x > 0.5).double()
+    ref = Bernoulli(logits=logits).log_prob(binary).sum((1, 2, 3))
+    torch.testing.assert_close(bernoulli_log_likelihood(logits, binary), ref)
+
+
+# ----------------------------------------------------------------------------------------------
+# the bounds, on probabilistic PCA where log p(x) is exact
+
+
+class LinearGaussianVAE(nn.Module):
+    """Probabilistic PCA with an affine Gaussian encoder, exposing what ``iwae_bound`` uses.
+
+    p(z) = N(0, I_d), p(x|z) = N(Wz + b, s^2 I_D), hence p(x) = N(b, WW^T + s^2 I_D);
+    q(z|x) = N(A(x - b), diag exp(logvar)).
+    """
+
+    def __init__(self, W, b, s, A, logvar):
+        super().__init__()
+        self.W, self.b, self.s, self.A = W, b, s, A
+        self.logvar = nn.Parameter(logvar)  # a parameter, so iwae_bound finds the device
+
+    def encode(self, x):
+        mu = (x - self.b) @ self.A.T  # (B, d)
+        return mu, self.logvar.expand_as(mu)
+
+    def decode(self, z):
+        return z @ self.W.T + self.b  # (B, D), the mean of p(x|z)
+
+    def log_likelihood(self, x, mean):
+        return gaussian_log_likelihood(mean, x, self.s)
+
+    def log_marginal(self, x):
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(len(self.b), dtype=x.dtype)
+        return MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
+
+    def exact_elbo(self, x):
+        """E_q[log p(x|z)] - KL in closed form: the expected squared error adds tr(W S W^T)."""
+        mu, logvar = self.encode(x)
+        fit = gaussian_log_likelihood(self.decode(mu), x, self.s)
+        spread = (logvar.exp() * self.W.pow(2).sum(0)).sum(-1) / (2 * self.s**2)
+        return fit - spread - gaussian_kl_standard(mu, logvar)
+
+
+def _ppca(mean_scale: float = 1.0, mean_noise: float = 0.0, logvar_shift: float = 0.0):
+    """PPCA with orthogonal columns in W, so the exact posterior is a diagonal Gaussian:
+    M = W^T W + s^2 I is diagonal, mean M^{-1} W^T (x - b), covariance s^2 M^{-1}.
+    The encoder's mean map is the exact one scaled by ``mean_scale`` plus ``mean_noise``
+    times a random matrix; its log-variances are the exact ones plus ``logvar_shift``."""
+    g = torch.Generator().manual_seed(0)
+    D, d, s = 5, 2, 0.5
+    Q, _ = torch.linalg.qr(torch.randn(D, d, generator=g, dtype=torch.float64))
+    W = Q * torch.tensor([2.0, 1.0], dtype=torch.float64)  # columns orthogonal, lengths 2 and 1
+    b = torch.randn(D, generator=g, dtype=torch.float64)
+    M = W.T @ W + s**2 * torch.eye(d, dtype=torch.float64)
+    A = torch.linalg.solve(M, W.T)  # (d, D)
+    logvar = torch.log(s**2 / M.diagonal())
+    A = mean_scale * A + mean_noise * torch.randn(d, D, generator=g, dtype=A.dtype)
+    model = LinearGaussianVAE(W, b, s, A, logvar + logvar_shift)
+    z = torch.randn(8, d, generator=g, dtype=torch.float64)
+    x = model.decode(z) + s * torch.randn(8, D, generator=g, dtype=torch.float64)
+    return model, x
+
+
+def _repeated_bound(model, x, k, repeats, seed):
+    """(repeats, N) independent draws of the L_k estimator; its mean estimates E[L_k]."""
+    g = torch.Generator().manual_seed(seed)
+    draws = iwae_bound(model, x.repeat(repeats, 1), k, generator=g)
+    return draws.reshape(repeats, len(x))
+
+
+def test_elbo_below_iwae_below_log_likelihood_and_iwae_rises_with_k():
+    # a poor encoder: its means are off and it is over-confident (too narrow)
+    model, x = _ppca(mean_scale=1.3, mean_noise=0.3, logvar_shift=-0.7)
+    log_px = model.log_marginal(x)  # (N,)
+    elbo = model.exact_elbo(x)
+    repeats = 200
+    means, ses = {}, {}
+    for k in (1, 5, 50, 500):
+        draws = _repeated_bound(model, x, k, repeats, seed=k)
+        means[k] = draws.mean(0)
+        ses[k] = draws.std(0) / math.sqrt(repeats)
+    # the one-sample estimator is unbiased for the ELBO
+    assert ((means[1] - elbo).abs() < 4 * ses[1]).all()
+    # the chain ELBO <= L_5 <= L_50 <= L_500 <= log p(x), example by example, beyond MC noise
+    chain = [elbo, means[5], means[50], means[500], log_px]
+    errors = [torch.zeros_like(elbo), ses[5], ses[50], ses[500], torch.zeros_like(elbo)]
+    for lo, hi, e_lo, e_hi in zip(chain, chain[1:], errors, errors[1:]):
+        assert (lo <= hi + 4 * (e_lo + e_hi)).all(), (lo, hi)
+    # and each step of the chain is a real gain on average (the encoder is far from exact)
+    gaps = [(hi - lo).mean().item() for lo, hi in zip(chain, chain[1:])]
+    assert min(gaps) > 0.1, gaps
+    assert (log_px - elbo).mean() > 0.5  # the posterior KL this encoder leaves open
+
+
+def test_iwae_recovers_the_ppca_marginal_with_the_exact_posterior():
+    model, x = _ppca()
+    log_px = model.log_marginal(x)
+    g = torch.Generator().manual_seed(0)
+    # with q(z|x) = p(z|x) every weight p(x, z)/q(z|x) equals p(x): one sample is exact
+    torch.testing.assert_close(iwae_bound(model, x, 1, generator=g), log_px, rtol=0, atol=1e-9)
+    torch.testing.assert_close(model.exact_elbo(x), log_px, rtol=0, atol=1e-9)
+
+    # slightly wrong: means shrunk towards the prior's, variances a third too wide (a proposal
+    # wider than the posterior keeps the importance weights light-tailed)
+    model, x = _ppca(mean_scale=0.9, logvar_shift=0.3)
+    log_px = model.log_marginal(x)
+    gap_elbo = log_px - model.exact_elbo(x)
+    # batch_size < k: every example's samples are spread over two passes
+    bound = iwae_bound(model, x, 5000, batch_size=3000, generator=g)
+    assert (gap_elbo > 0.05).all()  # the ELBO alone misses the target ...
+    assert ((log_px - bound).abs() < 0.05).all()  # ... which many samples reach
+
+
+def test_iwae_nll_reports_nats_and_bits_per_dim_of_a_vae():
+    model = VAE(VAEConfig(image_size=8, latent_dim=3, hidden=32))
+    x, _ = load_digits("val")
+    x = x[:20]
+    out = iwae_nll(model, x, k=10, generator=torch.Generator().manual_seed(0))
+    bound = iwae_bound(model, x, 10, generator=torch.Generator().manual_seed(0))
+    assert out["k"] == 10 and out["n"] == 20
+    assert out["nll_nats"] == pytest.approx(-bound.mean().item(), rel=1e-6)
+    assert out["bits_per_dim"] == pytest.approx(out["nll_nats"] / (64 * math.log(2)))
+    assert 0 < out["nll_nats"] < 64 * math.log(2) + 5  # about a coin flip per pixel, untrained
+    assert model.training  # iwae_bound evaluates in eval mode, then restores the mode
+
+
+# ----------------------------------------------------------------------------------------------
+# the model: shapes, sampling, errors
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+@pytest.mark.parametrize("size", [28, 8])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_shapes_for_each_arch_size_and_conditioning(arch, size, num_classes):
+    cfg = VAEConfig(
+        arch=arch,
+        image_size=size,
+        latent_dim=4,
+        hidden=32,
+        conv_channels=(4, 8),
+        num_classes=num_classes,
+    )
+    model = VAE(cfg)
+    x = torch.rand(3, 1, size, size)
+    y = torch.tensor([0, 3, 9]) if num_classes else None
+    mu, logvar = model.encode(x, y)
+    assert mu.shape == logvar.shape == (3, 4)
+    assert model.decode(mu, y).shape == (3, 1, size, size)
+    assert model.elbo(x, y).shape == (3,)
+    loss, logs = model.loss((x, torch.tensor([0, 3, 9])))
+    assert loss.ndim == 0 and set(logs) == {"recon", "kl"}
+    recon = model.reconstruct(x, y)
+    assert recon.shape == x.shape and 0 <= recon.min() and recon.max() <= 1
+    samples = model.sample(5, y=7 if num_classes else None, generator=torch.Generator())
+    assert samples.shape == (5, 1, size, size)
+    assert 0 <= samples.min() and samples.max() <= 1
+
+
+def test_conditional_bound_and_decoder_use_the_label():
+    model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16, num_classes=10))
+    x, y = load_digits("val")
+    bound = iwae_bound(model, x[:6], 20, y=y[:6], batch_size=50)  # 3 examples per pass
+    assert bound.shape == (6,) and torch.isfinite(bound).all()
+    z = torch.randn(1, 2).expand(10, 2)  # one style, ten digits
+    images = model.decode(z, torch.arange(10))
+    assert (images[1:] - images[0]).abs().amax((1, 2, 3)).min() > 0
+
+
+def test_a_saved_vae_is_rebuilt_by_load_pretrained(tmp_path):
+    from genai_course.pretrained import load_pretrained, save_pretrained
+
+    cfg = VAEConfig(arch="conv", image_size=8, latent_dim=3, conv_channels=(4, 8), num_classes=10)
+    model = VAE(cfg)
+    save_pretrained(model, "vae-test", tmp_path, command="(test)", metrics={})
+    again = load_pretrained("vae-test", folder=tmp_path)
+    assert again.config == cfg
+    z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(again.decode(z, y), model.decode(z, y))
+
+
+def test_gaussian_likelihood_decodes_a_mean_in_unit_range():
+    model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16, likelihood="gaussian"))
+    x = torch.rand(4, 1, 8, 8)
+    mean = model.decode(torch.randn(4, 2) * 10)
+    assert 0 <= mean.min() and mean.max() <= 1
+    ref = Normal(mean, model.config.gaussian_std).log_prob(x).sum((1, 2, 3))
+    torch.testing.assert_close(model.log_likelihood(x, mean), ref)
+
+
+def test_config_round_trips_through_json_and_rejects_bad_values():
+    import json
+
+    cfg = VAEConfig(arch="conv", image_size=8, num_classes=10, conv_channels=(4, 8))
+    again = json.loads(json.dumps(cfg.to_dict()))
+    again["conv_channels"] = tuple(again["conv_channels"])
+    assert VAEConfig(**again) == cfg
+    with pytest.raises(ValueError, match="unknown arch 'resnet'; known: mlp, conv"):
+        VAEConfig(arch="resnet")
+    with pytest.raises(
+        ValueError, match="unknown likelihood 'poisson'; known: bernoulli, gaussian"
+    ):
+        VAEConfig(likelihood="poisson")
+    with pytest.raises(ValueError, match="latent_dim must be >= 1"):
+        VAEConfig(latent_dim=0)
+    with pytest.raises(ValueError, match="image_size must be divisible by 4"):
+        VAEConfig(arch="conv", image_size=10)
+
+
+def test_bad_inputs_raise_errors_that_say_what_was_expected():
+    model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16))
+    with pytest.raises(
+        ValueError, match=r"expected images of shape \(N, C, H, W\) = \(N, 1, 8, 8\)"
+    ):
+        model.loss(torch.rand(4, 64))
+    with pytest.raises(ValueError, match=r"a Bernoulli decoder needs pixels in \[0, 1\]"):
+        model.loss(torch.full((2, 1, 8, 8), 1.5))
+    conditional = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16, num_classes=10))
+    with pytest.raises(ValueError, match="class-conditional .* pass labels y"):
+        conditional.loss(torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="class-conditional"):
+        conditional.sample(3)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        conditional.encode(torch.rand(2, 1, 8, 8), torch.tensor([1, 10]))
+
+
+# ----------------------------------------------------------------------------------------------
+# the objective and its gradients
+
+
+def test_reparameterisation_gives_gradients_to_the_encoder():
+    model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16))
+    x, _ = load_digits("train")
+    loss, _ = model.loss(x[:16])
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # the reconstruction term alone reaches the encoder only through z = mu + sigma * eps
+    model.zero_grad()
+    decoded, _, _ = model(x[:16])
+    (-model.log_likelihood(x[:16], decoded).mean()).backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.enc_head.parameters())
+
+
+def test_beta_weights_the_kl_term():
+    x, _ = load_digits("train")
+    x = x[:32]
+    losses = {}
+    for beta in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16, beta=beta))
+        torch.manual_seed(1)  # the same weights and the same eps for every beta
+        losses[beta] = model.loss(x)
+    (l0, logs0), (l2, logs2) = losses[0.0], losses[2.0]
+    torch.testing.assert_close(logs0["recon"], logs2["recon"])
+    torch.testing.assert_close(l0, logs0["recon"])
+    torch.testing.assert_close(l2, logs2["recon"] + 2 * logs2["kl"])
+    assert logs2["kl"] > 0
+
+
+def test_loss_is_the_negative_elbo_with_beta_one():
+    model = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16))
+    x, _ = load_digits("train")
+    torch.manual_seed(3)
+    loss, _ = model.loss(x[:32])
+    torch.manual_seed(3)
+    torch.testing.assert_close(loss, -model.elbo(x[:32]).mean())
+
+
+def test_training_with_the_trainer_lowers_the_negative_elbo_on_digits():
+    x, y = load_digits("train")
+    xv, yv = load_digits("val")
+    model = VAE(VAEConfig(image_size=8, latent_dim=4, hidden=64))
+    cfg = TrainConfig(steps=150, batch_size=64, lr=3e-3, progress=False, device="cpu", log_every=50)
+    trainer = Trainer(model, (x, y), cfg, val_data=(xv, yv))
+    before = trainer.evaluate()["val_loss"]
+    after = trainer.fit().last("val_loss")
+    assert after < before - 8.0, (before, after)  # nats per 8x8 digit
