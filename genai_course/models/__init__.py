@@ -4,6 +4,7 @@ from .classifier import ClassifierConfig, DigitClassifier
 from .gmm import GaussianMixture, gaussian_kl
 from .gpt import GPT, GPTConfig
 from .vae import VAE, VAEConfig, iwae_nll
+from .vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
 
 __all__ = [
     "ClassifierConfig",
@@ -13,6 +14,10 @@ __all__ = [
     "GaussianMixture",
     "VAE",
     "VAEConfig",
+    "VQVAE",
+    "VQVAEConfig",
+    "CodePrior",
+    "CodePriorConfig",
     "gaussian_kl",
     "iwae_nll",
 ]
