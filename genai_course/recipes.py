@@ -271,6 +271,114 @@ def train_cvae(opts: RunOptions) -> dict[str, Any]:
     return metrics
 
 
+# VQ-VAE and its prior -------------------------------------------------------------------------
+
+
+def vqvae_settings(profile: str) -> dict[str, dict[str, Any]]:
+    """Settings of chapter 05's two stages for ``profile``: ``vqvae`` and ``prior`` model
+    configs and their ``vqvae_train`` and ``prior_train`` Trainer settings."""
+    vq_steps = pick(smoke=4, cpu=1500, full=8000, profile=profile)
+    prior_steps = pick(smoke=4, cpu=500, full=3000, profile=profile)
+    return {
+        "vqvae": dict(num_codes=64, embed_dim=16, hidden=(32, 64)),
+        "prior": pick(
+            smoke=dict(n_layer=1, n_head=2, n_embd=32),
+            cpu=dict(n_layer=2, n_head=4, n_embd=64),
+            full=dict(n_layer=4, n_head=4, n_embd=128),
+            profile=profile,
+        ),
+        "vqvae_train": dict(
+            steps=vq_steps,
+            batch_size=128,
+            lr=2e-3,
+            schedule="cosine",
+            warmup_steps=min(50, vq_steps // 10),
+            log_every=50,
+        ),
+        "prior_train": dict(
+            steps=prior_steps,
+            batch_size=64,
+            lr=pick(cpu=2e-3, full=1e-3, profile=profile),
+            schedule="cosine",
+            warmup_steps=min(50, prior_steps // 10),
+            eval_every=max(1, prior_steps // 5),
+            log_every=50,
+        ),
+    }
+
+
+def train_vqvae(opts: RunOptions) -> dict[str, Any]:
+    """Train chapter 05's two-stage model: the VQ-VAE on the training digits, then the
+    autoregressive prior (the course GPT) on their 7x7 code grids.  Reports the test
+    reconstruction error, codebook usage and perplexity, the prior's held-out NLL per code and
+    the class histogram of 1,000 samples judged by the shipped classifier."""
+    from .metrics import class_histogram, class_histogram_kl
+    from .models.vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig, encode_dataset
+
+    torch.manual_seed(opts.seed)
+    x, _ = data.load_mnist("train")
+    xv, _ = data.load_mnist("val")
+    xt, _ = data.load_mnist("test")
+    st = vqvae_settings(opts.profile)
+    vq = VQVAE(VQVAEConfig(**st["vqvae"]))
+    t1 = Trainer(
+        vq,
+        TensorLoader(x, batch_size=128, seed=opts.seed),
+        TrainConfig(**st["vqvae_train"], **opts.trainer_settings()),
+    )
+    start = time.perf_counter()
+    t1.fit()
+    vq = vq.cpu().eval()
+    codes = {
+        name: encode_dataset(vq, images)
+        for name, images in [("train", x), ("val", xv), ("test", xt)]
+    }
+    prior = CodePrior(CodePriorConfig(num_codes=vq.config.num_codes, grid=vq.grid, **st["prior"]))
+    t2 = Trainer(
+        prior,
+        TensorLoader(codes["train"], batch_size=64, seed=opts.seed),
+        TrainConfig(**st["prior_train"], **opts.trainer_settings()),
+        val_data=codes["val"],
+    )
+    t2.fit()
+    seconds = time.perf_counter() - start
+    prior = prior.cpu().eval()
+    with torch.no_grad():
+        recon = vq.reconstruct(xt)
+        samples = vq.decode_codes(prior.sample(1000, generator=torch.Generator().manual_seed(0)))
+    hist = class_histogram(samples)
+    metrics = {
+        "test_mse": float(((recon - xt) ** 2).mean()),
+        "test_codebook_perplexity": vq.quantizer.perplexity(codes["test"]),
+        "test_codebook_usage": vq.quantizer.usage(codes["test"]),
+        "prior_test_nll_per_code": float(t2.evaluate(codes["test"])["val_loss"]),
+        "sample_class_kl": class_histogram_kl(hist),
+        "samples_judged": 1000,
+        "steps": [t1.step, t2.step],
+        "train_seconds": round(seconds, 1),
+        "device": str(t1.device),
+    }
+    if opts.out is not None and t1.is_main:
+        command = opts.command("vqvae")
+        save_pretrained(
+            vq,
+            "vqvae-mnist",
+            opts.out,
+            command=command,
+            metrics=metrics,
+            notes="chapter 05's VQ-VAE (stage 1)",
+        )
+        save_pretrained(
+            prior,
+            "vqvae-prior",
+            opts.out,
+            command=command,
+            metrics=metrics,
+            notes="chapter 05's autoregressive prior over 7x7 codes (stage 2)",
+        )
+    return metrics
+
+
 # char-level GPT on the Python language reference -------------------------------------------
 
 
@@ -456,6 +564,11 @@ RECIPES: dict[str, Recipe] = {
         "cvae-mnist",
         "class-conditional VAE on MNIST (chapter 04)",
         train_cvae,
+    ),
+    "vqvae": Recipe(
+        "vqvae-mnist",
+        "VQ-VAE on MNIST and its autoregressive prior over codes (chapter 05)",
+        train_vqvae,
     ),
     "gpt-pydocs": Recipe(
         "gpt-pydocs",
