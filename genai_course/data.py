@@ -50,6 +50,7 @@ __all__ = [
     "SPLIT_SEED",
     "TOY2D_NAMES",
     "CharTokenizer",
+    "check_image_batch",
     "TokenWindows",
     "load",
     "load_abc_tunes",
@@ -929,6 +930,23 @@ def load(name: str, /, split: str = "train", **kwargs: Any) -> Any:
         "abc_tunes": load_abc_tunes,
     }
     return loaders[name](split, **kwargs)
+
+
+def check_image_batch(x: Tensor, shape: tuple[int, int, int], *, unit_range: bool = False) -> None:
+    """Raise a ValueError naming what was expected unless ``x`` is a float batch of images of
+    shape (N, *shape); with ``unit_range`` the pixels must also lie in [0, 1] (one reduction and
+    a host sync, worth it where out-of-range pixels would silently give a meaningless loss)."""
+    if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(
+            f"expected images of shape (N, C, H, W) = (N, {', '.join(map(str, shape))}), got {got}"
+        )
+    if not x.is_floating_point():
+        raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}")
+    if unit_range and bool(((x < 0) | (x > 1)).any()):
+        raise ValueError(
+            f"expected pixels in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]"
+        )
 
 
 # Token streams for language models ------------------------------------------------------------

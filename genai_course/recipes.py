@@ -66,6 +66,18 @@ class RunOptions:
         )
 
 
+def _fit(trainer: Trainer) -> dict[str, Any]:
+    """Run ``trainer.fit()``; return the facts of the run that every manifest records."""
+    start = time.perf_counter()
+    trainer.fit()
+    return {
+        "steps": trainer.step,
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "device": str(trainer.device),
+        "world_size": trainer.world_size,
+    }
+
+
 # classifier ---------------------------------------------------------------------------------
 
 
@@ -109,9 +121,7 @@ def train_classifier(opts: RunOptions) -> dict[str, Any]:
         val_data=(xv, yv),
         metrics_fn=lambda m: {"val_acc": m.accuracy(xv, yv)},
     )
-    start = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - start
+    run = _fit(trainer)
     model = model.cpu().eval()
     with torch.no_grad():
         test_nll = float(F.cross_entropy(model(xt), yt))
@@ -119,10 +129,7 @@ def train_classifier(opts: RunOptions) -> dict[str, Any]:
         "test_acc": model.accuracy(xt, yt),
         "val_acc": model.accuracy(xv, yv),
         "test_nll": test_nll,
-        "steps": trainer.step,
-        "train_seconds": round(seconds, 1),
-        "device": str(trainer.device),
-        "world_size": trainer.world_size,
+        **run,
     }
     if opts.out is not None and trainer.is_main:
         save_pretrained(
@@ -162,11 +169,11 @@ def train_gmm_ring(opts: RunOptions) -> dict[str, Any]:
         **opts.trainer_settings(),
     )
     trainer = Trainer(model, x, config, val_data=xv)
-    trainer.fit()
+    run = _fit(trainer)
     model = model.cpu().eval()
     with torch.no_grad():
         val_nll = float(-model.log_prob(xv).mean())
-    metrics = {"val_nll": val_nll, "steps": trainer.step, "device": str(trainer.device)}
+    metrics = {"val_nll": val_nll, **run}
     if opts.out is not None and trainer.is_main:
         save_pretrained(
             model,
@@ -246,18 +253,13 @@ def train_cvae(opts: RunOptions) -> dict[str, Any]:
     trainer = Trainer(
         model, loader, TrainConfig(**train_kw, **opts.trainer_settings()), val_data=(xv, yv)
     )
-    start = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - start
+    run = _fit(trainer)
     model = model.cpu().eval()
     metrics = {
         "conditional_accuracy": conditional_sample_accuracy(model, seed=opts.seed),
         "samples_judged": 1000,
         "best_val_neg_elbo": trainer.best_value,
-        "steps": trainer.step,
-        "train_seconds": round(seconds, 1),
-        "device": str(trainer.device),
-        "world_size": trainer.world_size,
+        **run,
     }
     if opts.out is not None and trainer.is_main:
         save_pretrained(
@@ -326,8 +328,7 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
         TensorLoader(x, batch_size=128, seed=opts.seed),
         TrainConfig(**st["vqvae_train"], **opts.trainer_settings()),
     )
-    start = time.perf_counter()
-    t1.fit()
+    run1 = _fit(t1)
     vq = vq.cpu().eval()
     codes = {
         name: encode_dataset(vq, images)
@@ -340,8 +341,7 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
         TrainConfig(**st["prior_train"], **opts.trainer_settings()),
         val_data=codes["val"],
     )
-    t2.fit()
-    seconds = time.perf_counter() - start
+    run2 = _fit(t2)
     prior = prior.cpu().eval()
     with torch.no_grad():
         recon = vq.reconstruct(xt)
@@ -354,9 +354,10 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
         "prior_test_nll_per_code": float(t2.evaluate(codes["test"])["val_loss"]),
         "sample_class_kl": class_histogram_kl(hist),
         "samples_judged": 1000,
-        "steps": [t1.step, t2.step],
-        "train_seconds": round(seconds, 1),
-        "device": str(t1.device),
+        "steps": [run1["steps"], run2["steps"]],
+        "train_seconds": round(run1["train_seconds"] + run2["train_seconds"], 1),
+        "device": run1["device"],
+        "world_size": run1["world_size"],
     }
     if opts.out is not None and t1.is_main:
         command = opts.command("vqvae")
@@ -439,20 +440,15 @@ def train_gpt_pydocs(opts: RunOptions) -> dict[str, Any]:
         TrainConfig(**train_kw, **opts.trainer_settings()),
         val_data=windows["val"],
     )
-    start = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - start
+    run = _fit(trainer)
     test_nats = trainer.evaluate(windows["test"])["val_loss"]
     model = model.cpu().eval()
     metrics = {
         "val_bpc": bits_per_char(trainer.history.last("val_loss")),
         "test_bpc": bits_per_char(test_nats),
         "params": model.num_params(),
-        "steps": trainer.step,
-        "train_seconds": round(seconds, 1),
-        "device": str(trainer.device),
         "precision": trainer.precision,
-        "world_size": trainer.world_size,
+        **run,
     }
     if opts.out is not None and trainer.is_main:
         save_pretrained(
@@ -515,9 +511,7 @@ def train_vae(opts: RunOptions) -> dict[str, Any]:
     trainer = Trainer(
         model, loader, TrainConfig(**train_kw, **opts.trainer_settings()), val_data=xv
     )
-    start = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - start
+    run = _fit(trainer)
     model = model.cpu().eval()
     k = pick(smoke=10, cpu=1000, full=1000, profile=opts.profile)
     nll = iwae_nll(model, xt, k=k, generator=torch.Generator().manual_seed(opts.seed))
@@ -526,10 +520,7 @@ def train_vae(opts: RunOptions) -> dict[str, Any]:
         "test_bits_per_dim": nll["bits_per_dim"],
         "iwae_k": k,
         "best_val_neg_elbo": trainer.best_value,
-        "steps": trainer.step,
-        "train_seconds": round(seconds, 1),
-        "device": str(trainer.device),
-        "world_size": trainer.world_size,
+        **run,
     }
     if opts.out is not None and trainer.is_main:
         save_pretrained(

@@ -82,3 +82,18 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "genai-course"
     proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "train" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["classifier", "gmm-ring", "vae", "cvae", "vqvae", "gpt-pydocs"])
+def test_every_recipe_trains_with_the_smoke_budget_and_its_checkpoint_loads(name, tmp_path, capsys):
+    from genai_course.pretrained import list_pretrained, load_pretrained, read_manifest
+    from genai_course.recipes import RECIPES
+
+    assert main(["train", name, "--profile", "smoke", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model"] == name
+    assert RECIPES[name].name in list_pretrained(tmp_path)
+    for checkpoint in list_pretrained(tmp_path):
+        assert read_manifest(tmp_path)[checkpoint]["command"].startswith(
+            f"genai-course train {name} "
+        )
+        assert load_pretrained(checkpoint, folder=tmp_path) is not None

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data import check_image_batch
+
 
 @dataclass
 class ClassifierConfig:
@@ -56,10 +58,7 @@ class DigitClassifier(nn.Module):
 
     def _check(self, x: Tensor) -> None:
         s = self.config.image_size
-        if x.ndim != 4 or x.shape[1:] != (1, s, s):
-            raise ValueError(f"expected images of shape (N, 1, {s}, {s}), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}")
+        check_image_batch(x, (1, s, s))
 
     def features(self, x: Tensor) -> Tensor:
         """(N, 1, 28, 28) in [0, 1] -> (N, hidden) penultimate features (the metrics' space)."""

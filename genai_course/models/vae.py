@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data import check_image_batch
+
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 _LOG_2PI = math.log(2 * math.pi)
@@ -240,15 +242,7 @@ class VAE(nn.Module):
 
     def _check_images(self, x: Tensor) -> None:
         c = self.config
-        expected = (c.channels, c.image_size, c.image_size)
-        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"expected images of shape (N, C, H, W) = (N, {', '.join(map(str, expected))}), "
-                f"got {got}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"expected float pixels, got dtype {x.dtype}")
+        check_image_batch(x, (c.channels, c.image_size, c.image_size))
 
     def _one_hot(self, y: Tensor | int | None, n: int, like: Tensor) -> Tensor | None:
         """(n, K) one-hot labels in ``like``'s dtype, or None for an unconditional model (which

@@ -74,6 +74,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data import check_image_batch
 from .gpt import GPT, GPTConfig
 
 LIKELIHOODS = ("bernoulli", "mse")
@@ -385,22 +386,10 @@ class VQVAE(nn.Module):
 
     def _check_images(self, x: Tensor) -> None:
         c = self.config
-        expected = (c.channels, c.image_size, c.image_size)
-        if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"expected images of shape (N, C, H, W) = (N, {', '.join(map(str, expected))}), "
-                f"got {got}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"expected float pixels in [0, 1], got dtype {x.dtype}")
-        # One reduction and a host sync per call; pixels in [0, 255] would otherwise train a
-        # Bernoulli decoder on a meaningless "likelihood" without any error.
-        if c.likelihood == "bernoulli" and bool(((x < 0) | (x > 1)).any()):
-            raise ValueError(
-                "a Bernoulli decoder needs pixels in [0, 1], got values in "
-                f"[{x.min().item():.3g}, {x.max().item():.3g}]"
-            )
+        # out-of-range pixels would give a Bernoulli decoder a meaningless loss without an error
+        check_image_batch(
+            x, (c.channels, c.image_size, c.image_size), unit_range=c.likelihood == "bernoulli"
+        )
 
     # -- the networks ---------------------------------------------------------------------------
 
