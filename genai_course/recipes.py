@@ -194,6 +194,47 @@ def sample_gmm_ring(n: int, seed: int = 0) -> torch.Tensor:
     return model.sample(n, generator=torch.Generator().manual_seed(seed))[0]
 
 
+def _vae_train_settings(steps: int) -> dict[str, Any]:
+    """Trainer settings shared by the VAE recipes: cosine schedule, and the weights of the best
+    validation ELBO (4,000 digits overfit)."""
+    return dict(
+        steps=steps,
+        batch_size=128,
+        lr=1e-3,
+        schedule="cosine",
+        warmup_steps=min(100, steps // 10),
+        eval_every=max(1, steps // 10),
+        monitor="val_loss",
+        restore_best=True,
+        log_every=50,
+    )
+
+
+def _fit_vae(
+    model: Any, opts: RunOptions, train_kw: dict[str, Any], labelled: bool
+) -> tuple[Trainer, dict[str, Any]]:
+    """Train a (conditional) VAE on the MNIST training digits, randomly shifted by up to one
+    pixel, validating on the validation split; returns the trainer and the run facts."""
+    import functools
+
+    x, y = data.load_mnist("train")
+    xv, yv = data.load_mnist("val")
+    shift = functools.partial(data.random_shift, max_shift=1)
+    loader = TensorLoader(
+        *((x, y) if labelled else (x,)),
+        batch_size=train_kw["batch_size"],
+        seed=opts.seed,
+        transform=shift,
+    )
+    trainer = Trainer(
+        model,
+        loader,
+        TrainConfig(**train_kw, **opts.trainer_settings()),
+        val_data=(xv, yv) if labelled else xv,
+    )
+    return trainer, _fit(trainer)
+
+
 # conditional VAE on MNIST ----------------------------------------------------------------------
 
 
@@ -211,18 +252,7 @@ def cvae_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
         num_classes=10,
     )
     steps = pick(smoke=4, cpu=4000, full=15000, profile=profile)
-    train = dict(
-        steps=steps,
-        batch_size=128,
-        lr=1e-3,
-        schedule="cosine",
-        warmup_steps=min(100, steps // 10),
-        eval_every=max(1, steps // 10),
-        monitor="val_loss",
-        restore_best=True,
-        log_every=50,
-    )
-    return model, train
+    return model, _vae_train_settings(steps)
 
 
 def conditional_sample_accuracy(model: Any, per_class: int = 100, seed: int = 0) -> float:
@@ -239,21 +269,12 @@ def conditional_sample_accuracy(model: Any, per_class: int = 100, seed: int = 0)
 def train_cvae(opts: RunOptions) -> dict[str, Any]:
     """Train the class-conditional MNIST VAE; report its validation ELBO and the accuracy of
     its class-conditional samples as judged by the shipped classifier."""
-    import functools
-
     from .models.vae import VAE, VAEConfig
 
     torch.manual_seed(opts.seed)
-    x, y = data.load_mnist("train")
-    xv, yv = data.load_mnist("val")
     model_kw, train_kw = cvae_settings(opts.profile)
     model = VAE(VAEConfig(**model_kw))
-    shift = functools.partial(data.random_shift, max_shift=1)
-    loader = TensorLoader(x, y, batch_size=train_kw["batch_size"], seed=opts.seed, transform=shift)
-    trainer = Trainer(
-        model, loader, TrainConfig(**train_kw, **opts.trainer_settings()), val_data=(xv, yv)
-    )
-    run = _fit(trainer)
+    trainer, run = _fit_vae(model, opts, train_kw, labelled=True)
     model = model.cpu().eval()
     metrics = {
         "conditional_accuracy": conditional_sample_accuracy(model, seed=opts.seed),
@@ -479,39 +500,19 @@ def vae_settings(profile: str, **model_overrides: Any) -> tuple[dict[str, Any], 
     )
     model.update(model_overrides)
     steps = pick(smoke=4, cpu=6000, full=30000, profile=profile)
-    train = dict(
-        steps=steps,
-        batch_size=128,
-        lr=1e-3,
-        schedule="cosine",
-        warmup_steps=min(100, steps // 10),
-        eval_every=max(1, steps // 10),
-        monitor="val_loss",
-        restore_best=True,
-        log_every=50,
-    )
-    return model, train
+    return model, _vae_train_settings(steps)
 
 
 def train_vae(opts: RunOptions) -> dict[str, Any]:
     """Train the MNIST VAE (Bernoulli decoder) and report the IWAE (k = 1000) negative
     log-likelihood of the 500 held-out test digits, in nats and bits per dimension."""
-    import functools
-
     from .models.vae import VAE, VAEConfig, iwae_nll
 
     torch.manual_seed(opts.seed)
-    x, _ = data.load_mnist("train")
-    xv, _ = data.load_mnist("val")
     xt, _ = data.load_mnist("test")
     model_kw, train_kw = vae_settings(opts.profile)
     model = VAE(VAEConfig(**model_kw))
-    shift = functools.partial(data.random_shift, max_shift=1)
-    loader = TensorLoader(x, batch_size=train_kw["batch_size"], seed=opts.seed, transform=shift)
-    trainer = Trainer(
-        model, loader, TrainConfig(**train_kw, **opts.trainer_settings()), val_data=xv
-    )
-    run = _fit(trainer)
+    trainer, run = _fit_vae(model, opts, train_kw, labelled=False)
     model = model.cpu().eval()
     k = pick(smoke=10, cpu=1000, full=1000, profile=opts.profile)
     nll = iwae_nll(model, xt, k=k, generator=torch.Generator().manual_seed(opts.seed))
