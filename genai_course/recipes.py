@@ -56,6 +56,14 @@ class RunOptions:
             checkpoint_dir=self.checkpoint_dir,
         )
 
+    def ship(self, model: Any, name: str, recipe: str, metrics: dict[str, Any], notes: str) -> None:
+        """Save ``model`` as checkpoint ``name`` in ``out`` (if set) with the command of
+        ``recipe`` and its metrics (call it on rank 0 only)."""
+        if self.out is not None:
+            save_pretrained(
+                model, name, self.out, command=self.command(recipe), metrics=metrics, notes=notes
+            )
+
     def command(self, recipe: str) -> str:
         """The command line that reproduces this run (recorded in the manifest)."""
         extra = "" if self.precision == "auto" else f" --precision {self.precision}"
@@ -131,13 +139,12 @@ def train_classifier(opts: RunOptions) -> dict[str, Any]:
         "test_nll": test_nll,
         **run,
     }
-    if opts.out is not None and trainer.is_main:
-        save_pretrained(
+    if trainer.is_main:
+        opts.ship(
             model,
             "digit-classifier",
-            opts.out,
-            command=opts.command("classifier"),
-            metrics=metrics,
+            "classifier",
+            metrics,
             notes="feature network of the course's sample metrics (FID, KID, ...)",
         )
     return metrics
@@ -174,13 +181,12 @@ def train_gmm_ring(opts: RunOptions) -> dict[str, Any]:
     with torch.no_grad():
         val_nll = float(-model.log_prob(xv).mean())
     metrics = {"val_nll": val_nll, **run}
-    if opts.out is not None and trainer.is_main:
-        save_pretrained(
+    if trainer.is_main:
+        opts.ship(
             model,
             "gmm-ring",
-            opts.out,
-            command=opts.command("gmm-ring"),
-            metrics=metrics,
+            "gmm-ring",
+            metrics,
             notes="chapter 01's mixture fitted to the 8-mode ring",
         )
     return metrics
@@ -282,15 +288,8 @@ def train_cvae(opts: RunOptions) -> dict[str, Any]:
         "best_val_neg_elbo": trainer.best_value,
         **run,
     }
-    if opts.out is not None and trainer.is_main:
-        save_pretrained(
-            model,
-            "cvae-mnist",
-            opts.out,
-            command=opts.command("cvae"),
-            metrics=metrics,
-            notes="chapter 04's class-conditional VAE",
-        )
+    if trainer.is_main:
+        opts.ship(model, "cvae-mnist", "cvae", metrics, notes="chapter 04's class-conditional VAE")
     return metrics
 
 
@@ -380,22 +379,13 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
         "device": run1["device"],
         "world_size": run1["world_size"],
     }
-    if opts.out is not None and t1.is_main:
-        command = opts.command("vqvae")
-        save_pretrained(
-            vq,
-            "vqvae-mnist",
-            opts.out,
-            command=command,
-            metrics=metrics,
-            notes="chapter 05's VQ-VAE (stage 1)",
-        )
-        save_pretrained(
+    if t1.is_main:
+        opts.ship(vq, "vqvae-mnist", "vqvae", metrics, notes="chapter 05's VQ-VAE (stage 1)")
+        opts.ship(
             prior,
             "vqvae-prior",
-            opts.out,
-            command=command,
-            metrics=metrics,
+            "vqvae",
+            metrics,
             notes="chapter 05's autoregressive prior over 7x7 codes (stage 2)",
         )
     return metrics
@@ -471,13 +461,12 @@ def train_gpt_pydocs(opts: RunOptions) -> dict[str, Any]:
         "precision": trainer.precision,
         **run,
     }
-    if opts.out is not None and trainer.is_main:
-        save_pretrained(
+    if trainer.is_main:
+        opts.ship(
             model,
             "gpt-pydocs",
-            opts.out,
-            command=opts.command("gpt-pydocs"),
-            metrics=metrics,
+            "gpt-pydocs",
+            metrics,
             notes="char-level GPT pretrained on the Python language reference",
         )
     return metrics
@@ -523,15 +512,8 @@ def train_vae(opts: RunOptions) -> dict[str, Any]:
         "best_val_neg_elbo": trainer.best_value,
         **run,
     }
-    if opts.out is not None and trainer.is_main:
-        save_pretrained(
-            model,
-            "vae-mnist",
-            opts.out,
-            command=opts.command("vae"),
-            metrics=metrics,
-            notes="chapter 03's VAE (Bernoulli decoder)",
-        )
+    if trainer.is_main:
+        opts.ship(model, "vae-mnist", "vae", metrics, notes="chapter 03's VAE (Bernoulli decoder)")
     return metrics
 
 
