@@ -934,7 +934,7 @@ def load(name: str, /, split: str = "train", **kwargs: Any) -> Any:
 
 def check_image_batch(x: Tensor, shape: tuple[int, int, int], *, unit_range: bool = False) -> None:
     """Raise a ValueError naming what was expected unless ``x`` is a float batch of images of
-    shape (N, *shape); with ``unit_range`` the pixels must also lie in [0, 1] (one reduction and
+    shape ``(N, *shape)``; with ``unit_range`` the pixels must also lie in [0, 1] (one reduction and
     a host sync, worth it where out-of-range pixels would silently give a meaningless loss)."""
     if not isinstance(x, Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
