@@ -531,9 +531,6 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.precision = self._resolve_precision(config.precision)
         self.model = model.to(self.device)
-        if self.device.type == "cuda" and not self.precision == "fp32":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
 
         self.objectives = list(objectives or [Objective("train", loss_fn or _default_loss)])
         names = [o.name for o in self.objectives]
@@ -725,26 +722,30 @@ class Trainer:
         return inner.no_sync() if hasattr(inner, "no_sync") else contextlib.nullcontext()
 
     def _flush(self, window: dict[str, list], first_step: int) -> dict[str, float]:
-        """Check the window's losses are finite (one device sync) and average every metric."""
-        out: dict[str, float] = {}
-        for key, values in window.items():
-            if not values:
-                continue
-            vals = (
-                torch.stack(
-                    [torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in values]
-                )
-                .float()
-                .cpu()
+        """Check the window's losses are finite and average every metric, with one device
+        sync for the whole window (values stay on the device between log steps)."""
+        keys = [k for k, v in window.items() if v]
+        if not keys:
+            return {}
+        per_key = [
+            torch.stack(
+                [
+                    torch.as_tensor(v, dtype=torch.float32, device=self.device).float()
+                    for v in window[k]
+                ]
             )
+            for k in keys
+        ]
+        flat = torch.cat(per_key).cpu()  # the one sync
+        out: dict[str, float] = {}
+        for key, vals in zip(keys, flat.split([len(v) for v in per_key])):
             if key.endswith("_loss"):
                 bad = (~torch.isfinite(vals)).nonzero()
                 if len(bad):
                     i = int(bad[0])
-                    obj = key[: -len("_loss")]
-                    per_step = len(values) / max(1, self.step - first_step)
+                    per_step = len(vals) / max(1, self.step - first_step)
                     raise NonFiniteLossError(
-                        first_step + 1 + int(i // per_step), obj, float(vals[i])
+                        first_step + 1 + int(i // per_step), key[: -len("_loss")], float(vals[i])
                     )
             out[key] = float(vals.mean())
         window.clear()
@@ -798,7 +799,8 @@ class Trainer:
                     (c.checkpoint_every and self.step % c.checkpoint_every == 0)
                     or self.step == until
                 )
-                if self.step % c.log_every == 0 or end or evaluate or save:
+                last = self.step == until  # the end of this call, also when interrupted
+                if self.step % c.log_every == 0 or last or evaluate or save:
                     logs = self._flush(window, window_start)
                     window_start = self.step
                     logs["lr"] = self.lr()
@@ -816,8 +818,6 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
-        if window:
-            self._flush(window, window_start)
         if c.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         for cb in self.callbacks:

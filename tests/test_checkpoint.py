@@ -100,6 +100,13 @@ def test_save_pretrained_round_trip(tmp_path):
     )
 
 
+def test_loading_a_checkpoint_leaves_the_global_random_state_alone(tmp_path):
+    save_pretrained(_tiny_model(), "tiny", tmp_path, command="c", metrics={})
+    state = torch.get_rng_state()
+    load_pretrained("tiny", folder=tmp_path)
+    assert torch.equal(state, torch.get_rng_state())
+
+
 def test_altered_checkpoint_is_rejected_by_its_hash(tmp_path):
     save_pretrained(_tiny_model(), "tiny", tmp_path, command="genai-course train tiny", metrics={})
     f = tmp_path / "tiny.safetensors"

@@ -9,8 +9,10 @@ safetensors files hold raw tensors and a JSON header: loading them executes no c
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +50,27 @@ def _model_class(path: str) -> type[nn.Module]:
 
 
 def _config_from(cls: type[nn.Module], config: dict[str, Any]):
-    """Rebuild the model's config dataclass (the type of ``cls().config``) from JSON."""
-    config_cls = type(cls().config)
+    """Rebuild the model's config dataclass from JSON; its type comes from the annotation of
+    the constructor's ``config`` argument (building a default model to ask would cost time and
+    draw from the global random-number generator)."""
+    hint = typing.get_type_hints(cls.__init__).get("config")
+    config_cls = next(
+        (a for a in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(a)), None
+    )
+    if config_cls is None:
+        raise PretrainedError(f"{cls.__name__}.__init__ has no dataclass-typed config argument")
     return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
 
 
-def verify(name: str, folder: str | Path = PRETRAINED_DIR) -> Path:
-    """Check that checkpoint ``name`` exists and matches its manifest hash; return its path."""
+def _entry(name: str, folder: str | Path) -> dict[str, Any]:
     manifest = read_manifest(folder)
     if name not in manifest:
         raise PretrainedError(f"no pretrained checkpoint {name!r}; known: {sorted(manifest)}")
-    entry = manifest[name]
+    return manifest[name]
+
+
+def _verified(name: str, folder: str | Path) -> tuple[Path, dict[str, Any]]:
+    entry = _entry(name, folder)
     path = Path(folder) / entry["file"]
     if not path.is_file():
         raise PretrainedError(
@@ -71,7 +83,12 @@ def verify(name: str, folder: str | Path = PRETRAINED_DIR) -> Path:
             f"{entry['sha256'][:16]}...: the file is altered or truncated. "
             f"Rebuild it with: {entry['command']}"
         )
-    return path
+    return path, entry
+
+
+def verify(name: str, folder: str | Path = PRETRAINED_DIR) -> Path:
+    """Check that checkpoint ``name`` exists and matches its manifest hash; return its path."""
+    return _verified(name, folder)[0]
 
 
 def load_pretrained(
@@ -83,20 +100,17 @@ def load_pretrained(
     """
     from safetensors.torch import load_model
 
-    path = verify(name, folder)
-    entry = read_manifest(folder)[name]
+    path, entry = _verified(name, folder)
     cls = _model_class(entry["class"])
-    model = cls(_config_from(cls, entry["config"]))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the
+        model = cls(_config_from(cls, entry["config"]))  # caller's generator untouched
     load_model(model, str(path), strict=True)  # restores tied weights (GPT's head = embedding)
     return model.to(device).eval()
 
 
 def pretrained_info(name: str, folder: str | Path = PRETRAINED_DIR) -> dict[str, Any]:
     """The manifest entry of ``name`` (command, metrics, sha256, ...)."""
-    manifest = read_manifest(folder)
-    if name not in manifest:
-        raise PretrainedError(f"no pretrained checkpoint {name!r}; known: {sorted(manifest)}")
-    return manifest[name]
+    return _entry(name, folder)
 
 
 def save_pretrained(
