@@ -64,6 +64,13 @@ def bf16_supported(device: str | torch.device | None = "auto") -> bool:
     return device.type == "mps"
 
 
+def auto_precision(device: str | torch.device | None = "auto") -> str:
+    """What ``precision="auto"`` means on ``device``: bf16 on CUDA devices that support it,
+    fp32 elsewhere (CPU bf16 pays only with native bf16 units, and is not assumed)."""
+    device = resolve_device(device)
+    return "bf16" if device.type == "cuda" and bf16_supported(device) else "fp32"
+
+
 def _cpu_has_flag(flag: str) -> bool:
     try:
         with open("/proc/cpuinfo") as f:

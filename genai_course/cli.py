@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .budget import PROFILES, bf16_supported, current_profile, resolve_device
+from .budget import PROFILES, auto_precision, bf16_supported, current_profile, resolve_device
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -36,9 +36,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
         "device": str(dev),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available",
         "bf16 autocast fast on this device": bf16_supported(dev),
-        "precision 'auto' resolves to": "bf16"
-        if dev.type == "cuda" and bf16_supported(dev)
-        else "fp32",
+        "precision 'auto' resolves to": auto_precision(dev),
         "torch.compile C compiler": shutil.which("cc") or shutil.which("gcc") or "none found",
         "threads": torch.get_num_threads(),
         "profile": f"{current_profile()} (set GENAI_COURSE_PROFILE to one of {PROFILES})",

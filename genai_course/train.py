@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .budget import bf16_supported, resolve_device
+from .budget import auto_precision, resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT_FORMAT = "genai-course-trainer/1"
@@ -529,7 +529,9 @@ class Trainer:
         if self.world_size > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(self.device)
-        self.precision = self._resolve_precision(config.precision)
+        self.precision = (
+            auto_precision(self.device) if config.precision == "auto" else config.precision
+        )
         self.model = model.to(self.device)
 
         self.objectives = list(objectives or [Objective("train", loss_fn or _default_loss)])
@@ -610,12 +612,6 @@ class Trainer:
             self._broadcast_parameters()
 
     # -- set-up helpers ---------------------------------------------------------------------
-
-    def _resolve_precision(self, precision: str) -> str:
-        # CPU bf16 autocast is only worth it with native bf16 units; "auto" stays fp32 there.
-        if precision == "auto":
-            return "bf16" if self.device.type == "cuda" and bf16_supported(self.device) else "fp32"
-        return precision
 
     def _module_of(self, name: str | None) -> nn.Module:
         if name is None:
