@@ -1,6 +1,7 @@
 """Model families, one module each (``from genai_course.models import DigitClassifier``)."""
 
 from .classifier import ClassifierConfig, DigitClassifier
+from .gan import GAN, GANConfig
 from .gmm import GaussianMixture, gaussian_kl
 from .gpt import GPT, GPTConfig
 from .vae import VAE, VAEConfig, iwae_nll
@@ -9,6 +10,8 @@ from .vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
 __all__ = [
     "ClassifierConfig",
     "DigitClassifier",
+    "GAN",
+    "GANConfig",
     "GPT",
     "GPTConfig",
     "GaussianMixture",
