@@ -61,6 +61,7 @@ __all__ = [
     "load_python_docs",
     "load_toy2d",
     "make_ring",
+    "ring_centres",
     "python_docs_topics",
     "random_shift",
     "stratified_split",
@@ -437,6 +438,16 @@ def make_ring(
     centres = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     points = centres + std * rng.standard_normal((n, 2))
     return torch.from_numpy(points.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
+
+
+def ring_centres(modes: int = 8, radius: float = 2.0) -> Tensor:
+    """The (modes, 2) float32 centres of :func:`make_ring`'s Gaussians, mode k at angle
+    :math:`2\\pi k / \\text{modes}` (the default ring is that of ``load_toy2d("ring")``)."""
+    if modes < 1 or radius < 0:
+        raise ValueError(f"need modes >= 1 and radius >= 0, got modes={modes}, radius={radius}")
+    angles = 2 * np.pi * np.arange(modes) / modes
+    centres = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    return torch.from_numpy(centres.astype(np.float32))
 
 
 def _derived_seed(*parts: str) -> int:

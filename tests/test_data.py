@@ -511,3 +511,13 @@ def test_every_dataset_loads_with_the_network_blocked(monkeypatch):
     extra = {"images": {"name": "chelsea"}}
     for name in data.DATASETS:
         assert data.load(name, "val", **extra.get(name, {})) is not None
+
+
+def test_ring_centres_are_the_means_of_the_ring():
+    from genai_course.data import make_ring, ring_centres
+
+    x, y = make_ring(8000, std=0.05, seed=1)
+    centres = ring_centres()
+    assert centres.shape == (8, 2)
+    for k in range(8):
+        assert torch.allclose(x[y == k].mean(0), centres[k], atol=0.02)
