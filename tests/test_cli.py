@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from genai_course.cli import main
+from genai_course.recipes import RECIPES
 
 
 def test_info_lists_device_datasets_and_checkpoints(capsys):
@@ -84,7 +85,7 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "train" in proc.stdout
 
 
-@pytest.mark.parametrize("name", ["classifier", "gmm-ring", "vae", "cvae", "vqvae", "gpt-pydocs"])
+@pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_recipe_trains_with_the_smoke_budget_and_its_checkpoint_loads(name, tmp_path, capsys):
     from genai_course.pretrained import list_pretrained, load_pretrained, read_manifest
     from genai_course.recipes import RECIPES
