@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from genai_course.models.gan import GAN, GANConfig, interpolate_latents
+from genai_course.models.gan import GAN, GANConfig, interpolate_latents, mode_seeking_ratio
 from genai_course.models.gan_losses import discriminator_loss
 from genai_course.train import Objective, TrainConfig, Trainer
 
@@ -195,3 +195,42 @@ def test_bad_input_gets_clear_errors():
         cgan.sample(2, labels=torch.tensor([3, 10]))
     with pytest.raises(ValueError, match="int64"):
         cgan.sample(2, labels=torch.tensor([1.0, 2.0]))
+
+
+def test_mode_seeking_ratio_is_zero_for_a_generator_that_ignores_z():
+    class LabelOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = torch.nn.Embedding(10, 4)
+
+        def forward(self, z, y):
+            return self.table(y)
+
+    g, y = LabelOnly(), torch.arange(8) % 10
+    z = torch.randn(8, 3)
+    assert mode_seeking_ratio(g, z, g(z, y), y).item() == 0.0
+
+
+def test_mode_seeking_ratio_of_a_linear_map_is_its_mean_output_gap_per_latent_gap():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(2 * torch.eye(3))  # G(z) = 2 z: every output gap is twice the latent gap
+
+    def g(z, y):
+        return lin(z)
+
+    z = torch.randn(16, 3)
+    torch.testing.assert_close(mode_seeking_ratio(g, z, g(z, None), None), torch.tensor(2.0))
+
+
+def test_mode_seeking_term_is_added_to_the_generator_loss():
+    x, y = _images(8)
+    plain = GAN(GANConfig(width=8, num_classes=10))
+    seeking = GAN(GANConfig(width=8, num_classes=10, mode_seeking=1.0))
+    seeking.load_state_dict(plain.state_dict())
+    torch.manual_seed(0)
+    base, _ = plain.generator_loss((x, y))
+    torch.manual_seed(0)
+    loss, logs = seeking.generator_loss((x, y))
+    torch.testing.assert_close(loss, base + 1.0 / (logs["mode_seeking_ratio"] + 1e-5))

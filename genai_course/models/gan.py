@@ -45,7 +45,7 @@ from .gan_losses import (
     wasserstein_generator_loss,
 )
 
-__all__ = ["GAN", "GANConfig", "interpolate_latents"]
+__all__ = ["GAN", "GANConfig", "interpolate_latents", "mode_seeking_ratio"]
 
 ARCHS = ("mlp", "dcgan")
 LOSSES = ("ns", "minimax", "wgan-gp")
@@ -65,6 +65,7 @@ class GANConfig:
     gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp)
     drift: float = 1e-3  # wgan-gp: + drift * E[f(x)^2] keeps critic scores from drifting
     spectral_norm: bool = False  # divide each discriminator weight by its largest singular value
+    mode_seeking: float = 0.0  # weight of the mode-seeking term of the generator loss (MSGAN)
 
     def __post_init__(self) -> None:
         self.data_shape = tuple(int(s) for s in self.data_shape)
@@ -355,13 +356,19 @@ class GAN(nn.Module):
         own parameters out of this step)."""
         c = self.config
         real, y = self._unpack(batch)
-        fake = self.generator(self.latents(len(real)).to(real.dtype), y)
+        z = self.latents(len(real)).to(real.dtype)
+        fake = self.generator(z, y)
         out = self.discriminator(fake, y)
         if c.loss == "wgan-gp":
-            return wasserstein_generator_loss(out), {}
-        if c.loss == "minimax":
-            return generator_loss_saturating(out), {}
-        return generator_loss_nonsaturating(out), {}
+            loss = wasserstein_generator_loss(out)
+        elif c.loss == "minimax":
+            loss = generator_loss_saturating(out)
+        else:
+            loss = generator_loss_nonsaturating(out)
+        if not c.mode_seeking:
+            return loss, {}
+        ratio = mode_seeking_ratio(self.generator, z, fake, y)
+        return loss + c.mode_seeking / (ratio + 1e-5), {"mode_seeking_ratio": ratio.detach()}
 
     def with_generator(self, generator: nn.Module) -> GAN:
         """A copy of this GAN whose generator has the weights (and buffers) of ``generator``,
@@ -369,6 +376,26 @@ class GAN(nn.Module):
         out = copy.deepcopy(self)
         out.generator.load_state_dict(generator.state_dict())
         return out
+
+
+def mode_seeking_ratio(
+    generator: nn.Module, z: Tensor, fake: Tensor, labels: Tensor | None
+) -> Tensor:
+    r"""How far the generator's outputs move per unit of latent, for the mode-seeking
+    regulariser of Mao et al. (2019):
+
+    .. math:: r = \mathbb E\left[\frac{\lVert G(z_1, y) - G(z_2, y)\rVert_1 / D_x}
+              {\lVert z_1 - z_2\rVert_1 / D_z}\right],
+
+    with :math:`z_1` the batch's latents, :math:`z_2` fresh ones and the same labels. A
+    generator that ignores :math:`z` (collapse within a class) has :math:`r \approx 0`; adding
+    :math:`\lambda / (r + \epsilon)` to its loss pushes it to use the latent.
+    """
+    z2 = torch.randn_like(z)
+    fake2 = generator(z2, labels)
+    image_gap = (fake - fake2).abs().flatten(1).mean(1)
+    latent_gap = (z - z2).abs().mean(1)
+    return (image_gap / latent_gap).mean()
 
 
 def interpolate_latents(z0: Tensor, z1: Tensor, steps: int, spherical: bool = True) -> Tensor:
