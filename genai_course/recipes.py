@@ -544,6 +544,9 @@ def gan_settings(kind: str, profile: str) -> dict[str, Any]:
         upsample="nearest",
         loss="wgan-gp" if wgan else "ns",
         num_classes=10 if kind == "cgan" else 0,
+        # without it the conditional generator ignores z (one image per class; measured pixel
+        # spread 0.03 vs 0.17 for real digits of a class, FID 945); with it, 0.18 and FID 211
+        mode_seeking=1.0 if kind == "cgan" else 0.0,
     )
     train = dict(
         steps=steps,
@@ -553,7 +556,7 @@ def gan_settings(kind: str, profile: str) -> dict[str, Any]:
         betas=(0.5, 0.9) if wgan else (0.5, 0.999),
         schedule="cosine",
         min_lr_ratio=0.1,
-        ema_decay=0.999,
+        ema_decay=pick(smoke=0.9, cpu=0.995, full=0.999, profile=profile),  # ~1/10 of the run
         ema_of="generator",
         log_every=50,
     )
