@@ -224,7 +224,7 @@ class GAN(nn.Module):
     """A generator and a discriminator (critic), with the losses of ``config.loss``.
 
     ``discriminator_loss(batch)`` and ``generator_loss(batch)`` take a training batch: real
-    data (N, *data_shape), or ``(x, y)`` with labels (required when conditional; the generator
+    data ``(N, *data_shape)``, or ``(x, y)`` with labels (required when conditional; the generator
     step then draws its labels from the batch, i.e. from the data's label distribution).
     Each returns ``(loss, logs)`` as the Trainer expects.
     """
