@@ -434,9 +434,7 @@ def make_ring(
         raise ValueError(f"radius and std must be >= 0, got radius={radius}, std={std}")
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, modes, size=n)
-    angles = 2 * np.pi * labels / modes
-    centres = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    points = centres + std * rng.standard_normal((n, 2))
+    points = _ring_centres(modes, radius)[labels] + std * rng.standard_normal((n, 2))
     return torch.from_numpy(points.astype(np.float32)), torch.from_numpy(labels.astype(np.int64))
 
 
@@ -445,9 +443,12 @@ def ring_centres(modes: int = 8, radius: float = 2.0) -> Tensor:
     :math:`2\\pi k / \\text{modes}` (the default ring is that of ``load_toy2d("ring")``)."""
     if modes < 1 or radius < 0:
         raise ValueError(f"need modes >= 1 and radius >= 0, got modes={modes}, radius={radius}")
+    return torch.from_numpy(_ring_centres(modes, radius).astype(np.float32))
+
+
+def _ring_centres(modes: int, radius: float) -> np.ndarray:
     angles = 2 * np.pi * np.arange(modes) / modes
-    centres = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    return torch.from_numpy(centres.astype(np.float32))
+    return radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (modes, 2) float64
 
 
 def _derived_seed(*parts: str) -> int:
