@@ -31,6 +31,7 @@ Conventions:
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -64,7 +65,6 @@ class GANConfig:
     loss: str = "ns"  # ns (non-saturating) | minimax (saturating) | wgan-gp
     gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp)
     drift: float = 1e-3  # wgan-gp: + drift * E[f(x)^2] keeps critic scores from drifting
-    spectral_norm: bool = False  # divide each discriminator weight by its largest singular value
     mode_seeking: float = 0.0  # weight of the mode-seeking term of the generator loss (MSGAN)
 
     def __post_init__(self) -> None:
@@ -121,7 +121,7 @@ class MLPGenerator(nn.Module):
         for h in c.hidden:
             layers += [nn.Linear(d, h), nn.LeakyReLU(0.2)]
             d = h
-        layers.append(nn.Linear(d, int(torch.tensor(c.data_shape).prod())))
+        layers.append(nn.Linear(d, math.prod(c.data_shape)))
         if c.is_image:
             layers.append(nn.Tanh())
         self.net = nn.Sequential(*layers)
@@ -186,7 +186,7 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, c: GANConfig):
         super().__init__()
-        layers, d = [nn.Flatten()], int(torch.tensor(c.data_shape).prod())
+        layers, d = [nn.Flatten()], math.prod(c.data_shape)
         for h in reversed(c.hidden):
             layers += [nn.Linear(d, h), nn.LeakyReLU(0.2)]
             d = h
@@ -238,10 +238,6 @@ class GAN(nn.Module):
         else:
             self.generator = DCGenerator(c)
             self.discriminator = DCDiscriminator(c)
-        if c.spectral_norm:
-            for m in self.discriminator.modules():
-                if isinstance(m, (nn.Linear, nn.Conv2d)):
-                    nn.utils.parametrizations.spectral_norm(m)
 
     # -- data in and out --------------------------------------------------------------------
 
