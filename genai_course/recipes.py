@@ -534,7 +534,8 @@ def gan_settings(kind: str, profile: str) -> dict[str, Any]:
         raise ValueError(f"unknown GAN kind {kind!r}; known: {', '.join(GAN_KINDS)}")
     wgan = kind == "wgan-gp"
     # a WGAN-GP step is five critic steps with a double backward each: about 5x the cost
-    steps = pick(smoke=4, cpu=300 if wgan else 2000, full=2500 if wgan else 10000, profile=profile)
+    cpu_steps = {"dcgan": 2000, "wgan-gp": 300, "cgan": 1500}[kind]
+    steps = pick(smoke=4, cpu=cpu_steps, full=2500 if wgan else 10000, profile=profile)
     model = dict(
         arch="dcgan",
         width=pick(smoke=8, cpu=32, full=64, profile=profile),
