@@ -26,6 +26,7 @@ import functools
 import gzip
 import importlib
 import os
+import re
 import struct
 import unicodedata
 import zlib
@@ -62,6 +63,7 @@ __all__ = [
     "load_toy2d",
     "make_ring",
     "ring_centres",
+    "python_docs_char_labels",
     "python_docs_topics",
     "random_shift",
     "stratified_split",
@@ -622,6 +624,54 @@ def load_python_docs(split: str = "train") -> str:
     Splitting by topic keeps a section from leaking into two splits.
     """
     return "\n\n".join(text for _, text in python_docs_topics(split))
+
+
+_HEADING_RULE = re.compile(r"[=\-*~^]{3,}")
+
+
+def python_docs_char_labels(text: str) -> dict[str, np.ndarray]:
+    """Per-character properties of Python-reference text, targets for linear probes (ch. 10).
+
+    Each is a bool array of ``len(text)``:
+
+    - ``in_quotes``: an odd number of ``"`` come before the character on its line (the text
+      quotes inline code this way: ``"object.__dir__()"``), so the closing quote is inside;
+    - ``in_brackets``: at least one ``(``, ``[`` or ``{`` before it is still open; the depth
+      counts from the start of each paragraph (blank lines reset it, so a stray ``)`` of an
+      enumeration cannot spread) and never goes below zero;
+    - ``heading``: the character is on a section title, i.e. a non-blank line whose *next*
+      line is a rule of ``=``, ``-``, ``*``, ``~`` or ``^`` (at least 3). A left-to-right
+      model cannot know this before it reads the rule; a bidirectional one can.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    n = len(text)
+    in_quotes = np.zeros(n, dtype=bool)
+    in_brackets = np.zeros(n, dtype=bool)
+    heading = np.zeros(n, dtype=bool)
+    lines = text.split("\n")
+    pos, depth = 0, 0
+    for i, line in enumerate(lines):
+        if not line.strip():
+            depth = 0
+        quotes = 0
+        for j, char in enumerate(line):
+            in_quotes[pos + j] = quotes % 2 == 1
+            in_brackets[pos + j] = depth > 0
+            quotes += char == '"'
+            if char in "([{":
+                depth += 1
+            elif char in ")]}":
+                depth = max(0, depth - 1)
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if (
+            line.strip()
+            and _HEADING_RULE.fullmatch(nxt.strip())
+            and not _HEADING_RULE.fullmatch(line.strip())
+        ):
+            heading[pos : pos + len(line)] = True
+        pos += len(line) + 1  # the newline keeps the labels of nothing (all False)
+    return {"in_quotes": in_quotes, "in_brackets": in_brackets, "heading": heading}
 
 
 # folk tunes in ABC notation

@@ -62,6 +62,7 @@ __all__ = [
     "frechet_distance",
     "kid",
     "kid_from_features",
+    "linear_probe",
     "modes_covered",
     "nearest_neighbour_distance",
     "precision_recall",
@@ -594,6 +595,58 @@ def bits_per_dim(nll_nats: float | Tensor, dims: int) -> float:
 def bits_per_char(nats: float | Tensor) -> float:
     """Cross-entropy per character in nats -> bits per character, :math:`\\text{nats} / \\ln 2`."""
     return float(nats) / math.log(2)
+
+
+# linear probes
+
+
+def linear_probe(
+    train_features: Tensor | np.ndarray,
+    train_labels: Tensor | np.ndarray,
+    test_features: Tensor | np.ndarray,
+    test_labels: Tensor | np.ndarray,
+    *,
+    max_iter: int = 300,
+) -> float:
+    """Balanced accuracy on the test set of a linear classifier fitted on frozen features.
+
+    Features (N, D) are standardised with the training set's mean and deviation, then a
+    logistic regression with class weights inversely proportional to class frequency is
+    fitted (scikit-learn). Balanced accuracy, the mean of the per-class recalls, is 1/K for
+    any constant guess among K classes however unbalanced they are, so probes of rare
+    properties are not flattered by the majority class.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    arrays = []
+    for name, value in (
+        ("train_features", train_features),
+        ("train_labels", train_labels),
+        ("test_features", test_features),
+        ("test_labels", test_labels),
+    ):
+        arrays.append(
+            value.detach().cpu().float().numpy() if isinstance(value, Tensor) else np.asarray(value)
+        )
+        want = 2 if name.endswith("features") else 1
+        if arrays[-1].ndim != want:
+            raise ValueError(f"{name} must be {want}-D, got shape {arrays[-1].shape}")
+    xtr, ytr, xte, yte = arrays
+    if len(xtr) != len(ytr) or len(xte) != len(yte) or xtr.shape[1] != xte.shape[1]:
+        raise ValueError(
+            f"features (N, D) and labels (N,) must match: train {xtr.shape} / {ytr.shape}, "
+            f"test {xte.shape} / {yte.shape}"
+        )
+    if len(np.unique(ytr)) < 2:
+        raise ValueError("the training labels hold a single class; a probe needs two or more")
+    probe = make_pipeline(
+        StandardScaler(), LogisticRegression(max_iter=max_iter, class_weight="balanced")
+    )
+    probe.fit(xtr, ytr)
+    return float(balanced_accuracy_score(yte, probe.predict(xte)))
 
 
 # 2-D mode coverage

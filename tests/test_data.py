@@ -521,3 +521,23 @@ def test_ring_centres_are_the_means_of_the_ring():
     assert centres.shape == (8, 2)
     for k in range(8):
         assert torch.allclose(x[y == k].mean(0), centres[k], atol=0.02)
+
+
+def test_python_docs_char_labels_mark_quotes_brackets_and_headings():
+    text = 'Title\n=====\n\nCall "f(x)" (see [1]) now.\n) stray\n\n(open\nstill'
+    labels = data.python_docs_char_labels(text)
+    assert all(v.shape == (len(text),) and v.dtype == bool for v in labels.values())
+
+    def marked(key):
+        return "".join(c if m else "." for c, m in zip(text, labels[key]))
+
+    assert marked("heading").startswith("Title.")
+    assert labels["heading"].sum() == len("Title")  # the rule itself is not a heading
+    line = text.index("Call")
+    assert marked("in_quotes")[line : line + 12] == '......f(x)".'
+    assert marked("in_brackets")[line : line + 21] == "........x)...see [1])"
+    stray = text.index(") stray")
+    assert not labels["in_brackets"][stray : stray + 7].any()  # depth never goes below zero
+    assert labels["in_brackets"][text.index("still")]  # an open bracket spans lines
+    with pytest.raises(TypeError, match="str"):
+        data.python_docs_char_labels(b"bytes")

@@ -8,6 +8,7 @@ from genai_course.data import CharTokenizer, TokenWindows
 from genai_course.models.gpt import (
     GPT,
     GPTConfig,
+    MaskedLMObjective,
     attention,
     mask_tokens,
     masked_lm_loss,
@@ -170,3 +171,30 @@ def test_gpt_learns_a_repeating_text_with_the_trainer():
     t.fit()
     assert t.history.last("val_loss") < 0.1 < before
     assert model.generate_text("abc", 12, greedy=True) == "abcdefgh abcdef"
+
+
+def test_masked_lm_objective_trains_a_bidirectional_model_with_the_trainer():
+    text = "abcdefghij" * 40
+    tok = CharTokenizer("abcdefghij")
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(
+            vocab_size=11, block_size=16, n_layer=2, n_head=2, n_embd=32, causal=False, dropout=0.0
+        )
+    )
+    windows = TokenWindows(tok.encode(text), block_size=16, batch_size=16)
+    objective = MaskedLMObjective(mask_id=10, mask_prob=0.3)
+    trainer = Trainer(
+        model,
+        windows,
+        TrainConfig(steps=300, lr=1e-2, log_every=10, progress=False),
+        loss_fn=objective,
+    )
+    trainer.fit()
+    _, losses = trainer.history.series("train_loss")
+    # a masked letter of the periodic text is fully determined by its neighbours
+    assert sum(losses[-5:]) / 5 < 0.2 * losses[0]
+    with pytest.raises(ValueError, match="last id 10"):
+        MaskedLMObjective(mask_id=9)(model, windows.next_batch())
+    with pytest.raises(ValueError, match="mask_prob"):
+        MaskedLMObjective(mask_id=10, mask_prob=1.5)

@@ -9,6 +9,7 @@ import torch
 
 from genai_course.data import load_mnist, make_ring
 from genai_course.metrics import (
+    linear_probe,
     FeatureSpace,
     bits_per_char,
     bits_per_dim,
@@ -318,3 +319,19 @@ def test_modes_covered_with_missing_modes_and_off_ring_samples():
     assert result["high_quality"] == pytest.approx((len(kept) + 3) / n)
     # with a lower bar the sliver counts
     assert modes_covered(samples, centres, radius=0.15, min_share=0.001)["covered"] == 6
+
+
+def test_linear_probe_finds_a_linearly_coded_label_and_not_noise():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(600, 5))
+    y = (x[:, 2] + 0.1 * g.normal(size=600) > 1.0).astype(int)  # rare class, linear boundary
+    assert y.mean() < 0.25
+    assert linear_probe(x[:400], y[:400], x[400:], y[400:]) > 0.9
+    noise = g.normal(size=(600, 5))  # features that carry nothing about y
+    assert abs(linear_probe(noise[:400], y[:400], noise[400:], y[400:]) - 0.5) < 0.1
+    with pytest.raises(ValueError, match="single class"):
+        linear_probe(x[:10], np.zeros(10), x[10:20], y[10:20])
+    with pytest.raises(ValueError, match="must match"):
+        linear_probe(x[:10], y[:9], x[10:20], y[10:20])
+    with pytest.raises(ValueError, match="2-D"):
+        linear_probe(x[:10, 0], y[:10], x[10:20], y[10:20])

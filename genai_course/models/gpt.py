@@ -358,3 +358,29 @@ def masked_lm_loss(model: GPT, inputs: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
     )
+
+
+class MaskedLMObjective:
+    """The Trainer's ``loss_fn(model, batch)`` for masked modelling of token windows.
+
+    Each call corrupts the inputs x (B, T) of a ``(x, y)`` batch (``y`` is ignored: the targets
+    are the inputs themselves) with :func:`mask_tokens` and returns :func:`masked_lm_loss`.
+    ``mask_id`` must be the model's last id (``vocab_size - 1``): the random replacements are
+    drawn from the real tokens ``0 .. mask_id - 1``. The masks are drawn from torch's global
+    generator, which the Trainer seeds and checkpoints.
+    """
+
+    def __init__(self, mask_id: int, mask_prob: float = 0.15):
+        if not 0 < mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+        self.mask_id, self.mask_prob = mask_id, mask_prob
+
+    def __call__(self, model: GPT, batch: Tensor | tuple[Tensor, ...]) -> Tensor:
+        if model.config.vocab_size != self.mask_id + 1:
+            raise ValueError(
+                f"mask_id must be the model's last id {model.config.vocab_size - 1}, "
+                f"got {self.mask_id}"
+            )
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        inputs, targets = mask_tokens(x, self.mask_id, self.mask_id, mask_prob=self.mask_prob)
+        return masked_lm_loss(model, inputs, targets)
