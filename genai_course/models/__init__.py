@@ -4,10 +4,13 @@ from .classifier import ClassifierConfig, DigitClassifier
 from .gan import GAN, GANConfig
 from .gmm import GaussianMixture, gaussian_kl
 from .gpt import GPT, GPTConfig
+from .rnn import CharRNN, CharRNNConfig
 from .vae import VAE, VAEConfig, iwae_nll
 from .vqvae import VQVAE, CodePrior, CodePriorConfig, VQVAEConfig
 
 __all__ = [
+    "CharRNN",
+    "CharRNNConfig",
     "ClassifierConfig",
     "DigitClassifier",
     "GAN",
