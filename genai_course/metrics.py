@@ -606,7 +606,7 @@ def linear_probe(
     test_features: Tensor | np.ndarray,
     test_labels: Tensor | np.ndarray,
     *,
-    max_iter: int = 300,
+    max_iter: int = 1000,
 ) -> float:
     """Balanced accuracy on the test set of a linear classifier fitted on frozen features.
 
