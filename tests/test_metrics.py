@@ -9,7 +9,6 @@ import torch
 
 from genai_course.data import load_mnist, make_ring
 from genai_course.metrics import (
-    linear_probe,
     FeatureSpace,
     bits_per_char,
     bits_per_dim,
@@ -21,6 +20,7 @@ from genai_course.metrics import (
     fid_from_features,
     frechet_distance,
     kid_from_features,
+    linear_probe,
     modes_covered,
     nearest_neighbour_distance,
     precision_recall,
