@@ -693,6 +693,52 @@ def distillation_loss(
 # training on a sequence of tasks
 
 
+def _only(logits: Tensor, keep: Tensor) -> Tensor:
+    """logits (N, C) with the columns where ``keep`` (N, K) or (K,), K <= C, is False (or
+    beyond K) set to -inf."""
+    C, K = logits.shape[-1], keep.shape[-1]
+    if K > C:
+        raise ValueError(f"the heads name class {K - 1}, but the model has only {C} outputs")
+    if K < C:
+        keep = F.pad(keep, (0, C - K), value=False)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def _head_logits(logits_fn: LogitsFn, columns: Sequence[int], num_classes: int) -> LogitsFn:
+    """``logits_fn`` restricted to one task's head: the other columns are -inf."""
+    keep = torch.zeros(num_classes, dtype=torch.bool)
+    keep[list(columns)] = True
+
+    def head(model: nn.Module, x: Tensor) -> Tensor:
+        logits = logits_fn(model, x)
+        return _only(logits, keep.to(logits.device))
+
+    return head
+
+
+def _head_masks(heads: Sequence[Sequence[int]], tasks: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
+    """(C, C) bool: row c marks the columns of the head that holds class c."""
+    groups = [tuple(int(c) for c in h) for h in heads]
+    if len(groups) != len(tasks):
+        raise ValueError(f"heads has {len(groups)} groups, expected one per task ({len(tasks)})")
+    flat = [c for g in groups for c in g]
+    if not all(groups) or len(set(flat)) != len(flat) or min(flat) < 0:
+        raise ValueError(f"heads must be non-empty groups of distinct class ids >= 0, got {groups}")
+    num_classes = max(flat) + 1
+    allowed = torch.zeros(num_classes, num_classes, dtype=torch.bool)
+    for g in groups:
+        for c in g:
+            allowed[c, list(g)] = True
+    for t, ((_, y), g) in enumerate(zip(tasks, groups, strict=True)):
+        stray = sorted(set(torch.unique(y).tolist()) - set(g))
+        if stray:
+            raise ValueError(
+                f"task {t} has labels {stray} outside its head {g}: with heads, keep the class "
+                "labels (split_tasks(..., scenario='class'))"
+            )
+    return allowed
+
+
 def _task_loss_fn(
     method: str,
     logits_fn: LogitsFn,
@@ -702,8 +748,14 @@ def _task_loss_fn(
     buffer: ReplayBuffer | None,
     old_model: nn.Module | None,
     old_classes: list[int],
+    allowed: Tensor | None = None,
+    old_heads: Sequence[Sequence[int]] = (),
 ) -> Callable[[nn.Module, Any], tuple[Tensor, dict[str, Tensor]]]:
-    """``loss_fn(model, batch)`` for the Trainer: the task's cross-entropy plus the method's term."""
+    """``loss_fn(model, batch)`` for the Trainer: the task's cross-entropy plus the method's term.
+
+    With ``allowed`` (C, C) bool (task-incremental heads), the logits of an example with label
+    c keep only the columns ``allowed[c]`` of its task's head; LwF then distils each old head
+    (``old_heads``) on its own columns."""
 
     def loss_fn(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         x, y = batch
@@ -711,7 +763,8 @@ def _task_loss_fn(
             # the replayed examples join the batch: one forward pass, one mean over both
             xr, yr = buffer.sample(settings.replay_batch_size or batch_size)
             x, y = torch.cat([x, xr.to(x.device, x.dtype)]), torch.cat([y, yr.to(y.device)])
-        logits = logits_fn(model, x)  # (N, C)
+        raw = logits_fn(model, x)  # (N, C)
+        logits = raw if allowed is None else _only(raw, allowed.to(raw.device)[y])
         ce = F.cross_entropy(logits, y)
         logs = {"ce": ce.detach(), "acc": (logits.argmax(-1) == y).float().mean()}
         loss = ce
@@ -722,9 +775,15 @@ def _task_loss_fn(
         if method == "lwf" and old_model is not None:
             with torch.no_grad():
                 old_logits = logits_fn(old_model, x)
-            distill = distillation_loss(
-                logits, old_logits, settings.lwf_temperature, classes=old_classes
-            )
+            if allowed is None:  # one head: distil the old classes against each other
+                distill = distillation_loss(
+                    raw, old_logits, settings.lwf_temperature, classes=old_classes
+                )
+            else:  # one head per task: distil each old head's own softmax (Li & Hoiem)
+                distill = sum(
+                    distillation_loss(raw, old_logits, settings.lwf_temperature, classes=h)
+                    for h in old_heads
+                )
             loss = loss + settings.lwf_alpha * distill
             logs["distill"] = distill.detach()
         return loss, logs
@@ -741,6 +800,7 @@ def train_sequentially(
     settings: ContinualConfig | None = None,
     eval_sets: Sequence[tuple[Tensor, Tensor]] | None = None,
     logits_fn: LogitsFn | None = None,
+    heads: Sequence[Sequence[int]] | None = None,
     on_task_end: Callable[[int, Trainer], None] | None = None,
 ) -> np.ndarray:
     """Train ``model`` on ``tasks`` one after another and return the accuracy matrix.
@@ -769,6 +829,14 @@ def train_sequentially(
         eval_sets: ``(x, y)`` of each task to measure accuracy on (the test splits); default the
             training data of the tasks.
         logits_fn: ``logits_fn(model, x) -> logits`` (N, C); default ``model(x)``.
+        heads: task-incremental learning: ``heads[t]`` lists the classes (output columns) of
+            task t, e.g. ``SPLIT_MNIST_PAIRS``, and the model is told each example's task.
+            Its output is one head per task on a shared body: an example's logits outside
+            its task's columns are set to -inf in training (replayed examples included), in
+            the Fisher of EWC and in evaluation on ``eval_sets[j]`` (task j's columns); LwF
+            distils each old head separately. Labels must be the class ids
+            (``split_tasks(..., scenario="class")``). Default ``None``: one head over all
+            classes (class-incremental, or domain-incremental with ``scenario="task"``).
         on_task_end: called as ``on_task_end(t, trainer)`` after task t is trained and
             evaluated, e.g. to keep ``trainer.history`` or save the model.
 
@@ -791,6 +859,10 @@ def train_sequentially(
             f"eval_sets has {len(eval_sets)} entries, expected one per task ({len(tasks)})"
         )
     n_tasks = len(tasks)
+    allowed = None if heads is None else _head_masks(heads, tasks)
+    if allowed is not None:
+        num_heads_classes = len(allowed)
+        head_fns = [_head_logits(logits_fn, h, num_heads_classes) for h in heads]
     ewc = (
         EWC(settings.ewc_lambda, mode=settings.ewc_mode, gamma=settings.ewc_gamma)
         if method == "ewc"
@@ -809,13 +881,23 @@ def train_sequentially(
     R = np.zeros((n_tasks, n_tasks))
     for t, (x, y) in enumerate(tasks):
         loss_fn = _task_loss_fn(
-            method, logits_fn, settings, config.batch_size, ewc, buffer, old_model, old_classes
+            method,
+            logits_fn,
+            settings,
+            config.batch_size,
+            ewc,
+            buffer,
+            old_model,
+            old_classes,
+            allowed,
+            [] if heads is None else list(heads[:t]),
         )
         task_config = dataclasses.replace(config, seed=config.seed + t)
         trainer = Trainer(model, (x, y), task_config, loss_fn=loss_fn)
         trainer.fit()
         for j, (xe, ye) in enumerate(eval_sets):
-            R[t, j] = accuracy(model, xe, ye, logits_fn=logits_fn, batch_size=config.batch_size)
+            fn = logits_fn if allowed is None else head_fns[j]
+            R[t, j] = accuracy(model, xe, ye, logits_fn=fn, batch_size=config.batch_size)
         if on_task_end is not None:
             on_task_end(t, trainer)
         if t == n_tasks - 1:
@@ -829,7 +911,7 @@ def train_sequentially(
                 model,
                 (x[pick], y[pick]),
                 kind=settings.fisher,
-                logits_fn=logits_fn,
+                logits_fn=logits_fn if allowed is None else head_fns[t],
                 batch_size=config.batch_size,
                 seed=settings.seed + t,
             )

@@ -51,6 +51,7 @@ __all__ = [
     "SPLIT_SEED",
     "TOY2D_NAMES",
     "CharTokenizer",
+    "fold_to_vocab",
     "check_image_batch",
     "TokenWindows",
     "load",
@@ -904,6 +905,36 @@ class CharTokenizer:
                 f"expected a dict with type 'CharTokenizer' and a 'vocab', got keys {list(state)}"
             )
         return cls(state["vocab"])
+
+
+def fold_to_vocab(text: str, vocab: str, *, fallback: str = "?") -> str:
+    """``text`` with every character a tokenizer of ``vocab`` can encode, same length.
+
+    Used to feed text from one corpus to a model trained on another (chapter 11: folk tunes and
+    European names to the GPT of the Python reference). A character in ``vocab`` stays; one
+    outside it is replaced by its accent-free base letter when that is in ``vocab`` (``é`` ->
+    ``e``: Unicode NFKD decomposition without the combining marks), by a space if it is
+    whitespace (a tab), and otherwise by ``fallback``. Each character maps to exactly one, so
+    positions in the result match positions in ``text``.
+
+    Raises:
+        ValueError: if ``fallback`` is not a single character of ``vocab``.
+    """
+    if len(fallback) != 1 or fallback not in vocab:
+        raise ValueError(f"fallback must be one character of the vocabulary, got {fallback!r}")
+    allowed = set(vocab)
+    space = " " if " " in allowed else fallback
+
+    def fold(c: str) -> str:
+        if c in allowed:
+            return c
+        base = [b for b in unicodedata.normalize("NFKD", c) if not unicodedata.combining(b)]
+        if len(base) == 1 and base[0] in allowed:
+            return base[0]
+        return space if c.isspace() else fallback
+
+    table = {c: fold(c) for c in set(text) if c not in allowed}
+    return "".join(table.get(c, c) for c in text) if table else text
 
 
 # augmentation

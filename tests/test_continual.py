@@ -429,3 +429,51 @@ def test_average_accuracy_and_forgetting_of_a_known_matrix():
         forgetting(np.ones((1, 1)))
     with pytest.raises(ValueError, match="square accuracy matrix"):
         average_accuracy(np.ones((2, 3)))
+
+
+def test_heads_score_each_task_among_its_own_classes_only():
+    tasks, tests = _two_tasks()
+    pairs = ((0, 1), (2, 3))
+    model = _mlp()
+    R = train_sequentially(model, tasks, _cfg(), "naive", eval_sets=tests, heads=pairs)
+    with torch.no_grad():
+        for j, ((xe, ye), cols) in enumerate(zip(tests, pairs, strict=True)):
+            logits = model.eval()(xe)[:, list(cols)]  # the task's head: its two columns
+            hand = (torch.tensor(cols)[logits.argmax(-1)] == ye).float().mean().item()
+            assert R[1, j] == pytest.approx(hand)
+    # told the task, the old task survives naive training on the new one far better
+    single_head = train_sequentially(_mlp(), tasks, _cfg(), "naive", eval_sets=tests)
+    assert R[1, 0] > single_head[1, 0] + 0.4
+
+
+@pytest.mark.parametrize("method", ["ewc", "replay", "lwf"])
+def test_every_method_trains_with_heads(method):
+    tasks, tests = _two_tasks()
+    settings = ContinualConfig(fisher="exact", fisher_samples=32, replay_capacity=20)
+    logs = []
+    R = train_sequentially(
+        _mlp(),
+        tasks,
+        _cfg(steps=20),
+        method,
+        settings=settings,
+        eval_sets=tests,
+        heads=((0, 1), (2, 3)),
+        on_task_end=lambda t, trainer: logs.append(trainer.history),
+    )
+    assert np.isfinite(R).all() and R[0, 0] > 0.9
+    extra = {"ewc": "ewc_penalty", "replay": "ce", "lwf": "distill"}[method]
+    _, values = logs[1].series(extra)
+    assert len(values) and np.isfinite(values).all()
+
+
+def test_heads_must_match_the_tasks_labels():
+    tasks, _ = _two_tasks()
+    with pytest.raises(ValueError, match="expected one per task"):
+        train_sequentially(_mlp(), tasks, _cfg(), heads=((0, 1),))
+    with pytest.raises(ValueError, match="distinct class ids"):
+        train_sequentially(_mlp(), tasks, _cfg(), heads=((0, 1), (1, 2)))
+    x, y = load_digits("train")
+    relabelled = split_tasks(x, y, ((0, 1), (2, 3)), scenario="task")
+    with pytest.raises(ValueError, match="outside its head"):
+        train_sequentially(_mlp(), relabelled, _cfg(), heads=((0, 1), (2, 3)))

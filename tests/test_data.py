@@ -541,3 +541,21 @@ def test_python_docs_char_labels_mark_quotes_brackets_and_headings():
     assert labels["in_brackets"][text.index("still")]  # an open bracket spans lines
     with pytest.raises(TypeError, match="str"):
         data.python_docs_char_labels(b"bytes")
+
+
+def test_fold_to_vocab_keeps_known_characters_and_strips_accents():
+    vocab = " ?abceinorsu"
+    assert data.fold_to_vocab("ariès\tcaño", vocab) == "aries cano"
+    # no base letter in the vocabulary (ł has none in NFKD, ß is not an accent): the fallback
+    assert data.fold_to_vocab("łß", vocab) == "??"
+    text = "Müller Ćosić Ærø\u0301"
+    folded = data.fold_to_vocab(text, data.CharTokenizer.from_text("MullerCosicAro? ").vocab)
+    assert len(folded) == len(text) and folded.startswith("Muller Cosic ")
+    data.CharTokenizer.from_text("MullerCosicAro? ").encode(folded)  # encodes without error
+
+
+def test_fold_to_vocab_rejects_a_fallback_outside_the_vocabulary():
+    with pytest.raises(ValueError, match="fallback must be one character"):
+        data.fold_to_vocab("abc", "ab", fallback="?")
+    with pytest.raises(ValueError, match="fallback must be one character"):
+        data.fold_to_vocab("abc", "ab?", fallback="??")

@@ -198,3 +198,69 @@ def test_masked_lm_objective_trains_a_bidirectional_model_with_the_trainer():
         MaskedLMObjective(mask_id=9)(model, windows.next_batch())
     with pytest.raises(ValueError, match="mask_prob"):
         MaskedLMObjective(mask_id=10, mask_prob=1.5)
+
+
+# classification head
+
+
+def _classifier(pool="last"):
+    from genai_course.models.gpt import GPTClassifier
+
+    return GPTClassifier(_gpt(), 3, pool=pool).eval()
+
+
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_classifier_ignores_padding(pool):
+    from genai_course.models.gpt import pad_sequences
+
+    clf = _classifier(pool)
+    seqs = [torch.randint(1, 11, (n,)) for n in (3, 7, 5)]
+    ids, lengths = pad_sequences(seqs, pad_id=0)
+    batched = clf(ids, lengths)
+    alone = torch.cat([clf(s[None], torch.tensor([len(s)])) for s in seqs])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+    other = ids.clone()
+    other[ids == 0] = 4  # different padding, same sequences
+    torch.testing.assert_close(clf(other, lengths), batched, atol=1e-5, rtol=1e-5)
+
+
+def test_classifier_last_pool_reads_the_last_real_token():
+    clf = _classifier("last")
+    ids = torch.randint(1, 11, (2, 6))
+    h, _ = clf.gpt(ids, return_hidden=True)
+    expected = clf.classifier(h[[0, 1], [3, 5]])
+    torch.testing.assert_close(clf(ids, torch.tensor([4, 6])), expected)
+
+
+def test_classifier_learns_a_label_through_the_trainer():
+    from genai_course.models.gpt import GPTClassifier
+
+    torch.manual_seed(0)
+    ids = torch.randint(1, 11, (256, 8))
+    labels = (ids == 3).any(1).long()  # does the sequence contain token 3?
+    lengths = torch.full((256,), 8)
+    clf = GPTClassifier(_gpt(), 2)
+    cfg = TrainConfig(steps=150, batch_size=64, lr=3e-3, progress=False, device="cpu")
+    Trainer(clf, (ids, lengths, labels), cfg).fit()
+    with torch.no_grad():
+        acc = (clf.eval()(ids, lengths).argmax(-1) == labels).float().mean()
+    assert acc > 0.9
+
+
+def test_classifier_rejects_bad_lengths_labels_and_pool():
+    from genai_course.models.gpt import GPTClassifier, pad_sequences
+
+    clf = _classifier()
+    ids = torch.randint(1, 11, (2, 5))
+    with pytest.raises(ValueError, match="lengths must be in"):
+        clf(ids, torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="lengths must have shape"):
+        clf(ids, torch.tensor([5]))
+    with pytest.raises(ValueError, match="labels must be int64"):
+        clf.loss((ids, torch.tensor([5, 5]), torch.tensor([0.0, 1.0])))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        GPTClassifier(_gpt(), 3, pool="max")
+    with pytest.raises(ValueError, match="needs a causal GPT"):
+        GPTClassifier(_gpt(causal=False), 3)
+    with pytest.raises(ValueError, match="empty"):
+        pad_sequences([torch.tensor([1]), torch.tensor([], dtype=torch.long)])

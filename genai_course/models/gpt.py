@@ -384,3 +384,93 @@ class MaskedLMObjective:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         inputs, targets = mask_tokens(x, self.mask_id, self.mask_id, mask_prob=self.mask_prob)
         return masked_lm_loss(model, inputs, targets)
+
+
+# ----------------------------------------------------------------------------------------------
+# classification head (chapter 11)
+
+POOLS = ("last", "mean")
+
+
+class GPTClassifier(nn.Module):
+    """A linear head on a GPT's final hidden states: sequences (B, T) -> class logits (B, K).
+
+    Sequences are padded on the right and come with their lengths. With ``pool="last"`` the
+    feature of a sequence is the hidden state at its last token; in a causal GPT that position
+    has attended to every token of the sequence and to none of the padding, so padding cannot
+    change the result. ``pool="mean"`` averages the hidden states of the real tokens. The GPT
+    must be causal: this model has no padding mask, so in a bidirectional encoder every
+    position would attend to the padding.
+
+    The GPT is used as it is: freeze it, fine-tune it, or give it LoRA layers first.
+    ``loss(batch)`` with ``batch = (ids, lengths, labels)`` is the cross-entropy of the logits,
+    with the accuracy of the batch as a log, so the :class:`~genai_course.train.Trainer` trains
+    it directly.
+    """
+
+    def __init__(self, gpt: GPT, num_classes: int, *, pool: str = "last", dropout: float = 0.0):
+        super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not gpt.config.causal:
+            raise ValueError(
+                "GPTClassifier needs a causal GPT: without a padding mask, a bidirectional "
+                "model's positions would attend to the padding"
+            )
+        self.gpt, self.pool, self.num_classes = gpt, pool, num_classes
+        self.drop = nn.Dropout(dropout)
+        self.classifier = nn.Linear(gpt.config.n_embd, num_classes)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def features(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        """Pooled hidden states (B, C) of right-padded sequences idx (B, T) of ``lengths`` (B,)."""
+        if lengths.shape != idx.shape[:1]:
+            raise ValueError(
+                f"lengths must have shape ({idx.shape[0]},) for ids {tuple(idx.shape)}, "
+                f"got {tuple(lengths.shape)}"
+            )
+        if int(lengths.min()) < 1 or int(lengths.max()) > idx.shape[1]:
+            raise ValueError(
+                f"lengths must be in [1, {idx.shape[1]}] (the padded length), got "
+                f"[{int(lengths.min())}, {int(lengths.max())}]"
+            )
+        h, _ = self.gpt(idx, return_hidden=True)  # (B, T, C)
+        lengths = lengths.to(h.device)
+        if self.pool == "last":
+            return h[torch.arange(len(h), device=h.device), lengths - 1]  # (B, C)
+        real = torch.arange(idx.shape[1], device=h.device) < lengths[:, None]  # (B, T)
+        return (h * real[..., None]).sum(1) / lengths[:, None].to(h.dtype)
+
+    def forward(self, idx: Tensor, lengths: Tensor) -> Tensor:
+        """Class logits (B, K) of right-padded sequences idx (B, T) of ``lengths`` (B,)."""
+        return self.classifier(self.drop(self.features(idx, lengths)))
+
+    def loss(self, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cross-entropy (nats) of ``(ids, lengths, labels)``; logs the batch accuracy."""
+        idx, lengths, labels = batch
+        logits = self(idx, lengths)
+        if labels.shape != logits.shape[:1] or labels.dtype != torch.long:
+            raise ValueError(
+                f"labels must be int64 of shape ({len(logits)},), got "
+                f"{tuple(labels.shape)} {labels.dtype}"
+            )
+        acc = (logits.argmax(-1) == labels).float().mean()
+        return F.cross_entropy(logits, labels), {"acc": acc.detach()}
+
+
+def pad_sequences(seqs: list[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D int64 id tensors to a batch: (ids (N, T_max), lengths (N,))."""
+    if not seqs:
+        raise ValueError("seqs must hold at least one sequence")
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    if int(lengths.min()) < 1:
+        raise ValueError(
+            f"every sequence needs at least one token; sequence {int(lengths.argmin())} is empty"
+        )
+    ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+    return ids, lengths
