@@ -607,3 +607,35 @@ def test_range_maps_are_inverse_on_unit_pixels():
     x = torch.rand(2, 1, 3, 3)
     torch.testing.assert_close(to_image_range(to_model_range(x)), x)
     assert to_model_range(torch.tensor(0.0)) == -1 and to_model_range(torch.tensor(1.0)) == 1
+
+
+def test_a_unet_diffusion_round_trips_through_the_pretrained_folder(tmp_path):
+    from genai_course.models.unet import UNet, UNetConfig
+    from genai_course.pretrained import load_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    net = UNet(
+        UNetConfig(
+            base_width=8,
+            channel_mults=(1, 2),
+            attention_levels=(),
+            num_classes=3,
+            attention_heads=2,
+            norm_groups=4,
+            dropout=0.0,
+        )
+    )
+    model = Diffusion(net, DiffusionConfig(timesteps=20, image_shape=(1, 8, 8)))
+    assert model.config.unet == net.config  # recorded for the checkpoint
+    save_pretrained(model, "tiny-diffusion", tmp_path, command="test", metrics={})
+    loaded = load_pretrained("tiny-diffusion", folder=tmp_path)
+    assert loaded.config == model.config and loaded.T == 20
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = model.ddim_sample(4, steps=5, y=torch.tensor([0, 1, 2, 0]), generator=g1)
+    b = loaded.ddim_sample(4, steps=5, y=torch.tensor([0, 1, 2, 0]), generator=g2)
+    torch.testing.assert_close(a, b)
+
+
+def test_from_config_needs_the_networks_config():
+    with pytest.raises(ValueError, match="config.unet is None"):
+        Diffusion.from_config(DiffusionConfig())

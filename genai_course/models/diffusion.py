@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import check_image_batch
+from .unet import UNet, UNetConfig
 
 __all__ = [
     "SCHEDULES",
@@ -402,8 +403,16 @@ class DiffusionConfig:
     p_uncond: float = 0.1  # label dropout: probability of training without the condition
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images
     clip_x0: bool = True  # clamp each step's estimate of x0 to [-1, 1], the data's range
+    unet: UNetConfig | None = None  # the network's config, so a checkpoint can rebuild it;
+    # Diffusion fills it in when its network is a UNet
 
     def __post_init__(self) -> None:
+        if isinstance(self.unet, dict):  # from JSON
+            self.unet = UNetConfig(**self.unet)
+        if self.unet is not None and not isinstance(self.unet, UNetConfig):
+            raise ValueError(
+                f"unet must be a UNetConfig, a dict of one, or None; got {self.unet!r}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
         if int(self.timesteps) != self.timesteps or self.timesteps < 2:
@@ -452,7 +461,12 @@ class Diffusion(nn.Module):
     def __init__(self, unet: nn.Module, config: DiffusionConfig | None = None):
         super().__init__()
         self.unet = unet
-        self.config = c = config or DiffusionConfig()
+        c = config or DiffusionConfig()
+        if isinstance(unet, UNet):
+            if c.unet is not None and c.unet != unet.config:
+                raise ValueError("config.unet differs from the config of the UNet given")
+            c = replace(c, unet=unet.config)
+        self.config = c
         self.schedule = NoiseSchedule.from_name(c.schedule, c.timesteps)
         net = getattr(unet, "config", None)
         self.num_classes = int(getattr(net, "num_classes", 0))
@@ -468,6 +482,14 @@ class Diffusion(nn.Module):
                 f"image_shape {c.image_shape}: the network needs H and W divisible by {factor}"
             )
         self._device_schedule: NoiseSchedule | None = None
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> Diffusion:
+        """A new model with a fresh :class:`UNet` built from ``config.unet`` (how
+        :func:`~genai_course.pretrained.load_pretrained` rebuilds a checkpoint)."""
+        if config.unet is None:
+            raise ValueError("config.unet is None: give the UNetConfig of the network to build")
+        return cls(UNet(config.unet), config)
 
     @property
     def T(self) -> int:

@@ -102,8 +102,9 @@ def load_pretrained(
 
     path, entry = _verified(name, folder)
     cls = _model_class(entry["class"])
+    build = getattr(cls, "from_config", cls)  # a model of several parts builds them itself
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the
-        model = cls(_config_from(cls, entry["config"]))  # caller's generator untouched
+        model = build(_config_from(cls, entry["config"]))  # caller's generator untouched
     load_model(model, str(path), strict=True)  # restores tied weights (GPT's head = embedding)
     return model.to(device).eval()
 
