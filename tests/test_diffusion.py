@@ -1,4 +1,4 @@
-"""Chapter 08's diffusion models: the forward process, its posterior and the samplers, checked
+"""Chapters 12-13's diffusion models: the forward process, its posterior and the samplers, checked
 where the truth is known (Gaussian data, whose exact noise predictor is a formula)."""
 
 import math
@@ -25,23 +25,9 @@ from genai_course.models.diffusion import (
     to_image_range,
     to_model_range,
 )
-from genai_course.models.unet import UNet, UNetConfig
 from genai_course.train import TrainConfig, Trainer
 
 SCHEDULES = ("linear", "cosine")
-
-
-def _tiny_unet(**kw) -> UNet:
-    cfg = dict(
-        base_width=8,
-        channel_mults=(1, 2),
-        attention_levels=(1,),
-        attention_heads=2,
-        norm_groups=4,
-        dropout=0.0,
-    )
-    cfg.update(kw)
-    return UNet(UNetConfig(**cfg))
 
 
 class GaussianOracle(nn.Module):
@@ -286,8 +272,8 @@ def test_ddim_with_eta_one_and_all_steps_reproduces_ddpm_sampling():
     torch.testing.assert_close(ddim, ddpm, atol=1e-9, rtol=0)
 
 
-def test_ddim_with_eta_zero_is_deterministic_given_the_initial_noise():
-    d = Diffusion(_tiny_unet(), DiffusionConfig(timesteps=50, image_shape=(1, 8, 8)))
+def test_ddim_with_eta_zero_is_deterministic_given_the_initial_noise(tiny_unet):
+    d = Diffusion(tiny_unet(), DiffusionConfig(timesteps=50, image_shape=(1, 8, 8)))
     x_T = torch.randn(3, 1, 8, 8)
     a = d.ddim_sample(3, steps=10, x_T=x_T, generator=torch.Generator().manual_seed(0))
     b = d.ddim_sample(3, steps=10, x_T=x_T, generator=torch.Generator().manual_seed(1))
@@ -389,9 +375,9 @@ def test_class_conditional_sampling_with_guidance_one_draws_each_class():
 # classifier-free guidance
 
 
-def test_guidance_zero_is_the_unconditional_eps_and_one_the_conditional():
+def test_guidance_zero_is_the_unconditional_eps_and_one_the_conditional(tiny_unet):
     d = Diffusion(
-        _tiny_unet(num_classes=3, cond_dim=5), DiffusionConfig(image_shape=(1, 8, 8))
+        tiny_unet(num_classes=3, cond_dim=5), DiffusionConfig(image_shape=(1, 8, 8))
     ).eval()
     g = torch.Generator().manual_seed(8)
     x = torch.randn(4, 1, 8, 8, generator=g)
@@ -419,15 +405,15 @@ def test_guidance_runs_both_predictions_in_one_batch():
     assert torch.equal(call.y, torch.tensor([0, 1, 2, 0, 1, 3, 3, 3, 3, 3]))
 
 
-def test_guidance_needs_a_conditional_model_and_a_condition():
-    plain = Diffusion(_tiny_unet(), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
+def test_guidance_needs_a_conditional_model_and_a_condition(tiny_unet):
+    plain = Diffusion(tiny_unet(), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])
     with pytest.raises(ValueError, match="conditional network"):
         plain.eps(x, t, guidance=2.0)
     with pytest.raises(ValueError, match="conditional network"):
         plain.ddim_sample(2, steps=2, guidance=2.0)
     conditional = Diffusion(
-        _tiny_unet(num_classes=3), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8))
+        tiny_unet(num_classes=3), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8))
     )
     with pytest.raises(ValueError, match="needs a condition"):
         conditional.ddpm_sample(2, guidance=2.0)
@@ -484,8 +470,8 @@ def test_a_vector_only_model_takes_x_cond_batches_and_ignores_what_it_does_not_u
     assert plain.unet.calls[-1].y is None and plain.unet.calls[-1].cond is None
 
 
-def test_loss_is_reproducible_given_a_generator():
-    d = Diffusion(_tiny_unet(), DiffusionConfig(image_shape=(1, 8, 8)))
+def test_loss_is_reproducible_given_a_generator(tiny_unet):
+    d = Diffusion(tiny_unet(), DiffusionConfig(image_shape=(1, 8, 8)))
     x = torch.rand(4, 1, 8, 8)
     a, _ = d.loss(x, generator=torch.Generator().manual_seed(11))
     b, _ = d.loss(x, generator=torch.Generator().manual_seed(11))
@@ -501,26 +487,26 @@ def test_loss_is_reproducible_given_a_generator():
         ((torch.rand(2, 1, 8, 8), torch.tensor([0, 3])), r"labels must be in \[0, 3\)"),
     ],
 )
-def test_bad_training_batches_are_rejected_with_clear_errors(batch, match):
-    d = Diffusion(_tiny_unet(num_classes=3), DiffusionConfig(image_shape=(1, 8, 8)))
+def test_bad_training_batches_are_rejected_with_clear_errors(batch, match, tiny_unet):
+    d = Diffusion(tiny_unet(num_classes=3), DiffusionConfig(image_shape=(1, 8, 8)))
     with pytest.raises(ValueError, match=match):
         d.loss(batch)
 
 
-def test_diffusion_rejects_an_image_shape_its_network_cannot_take():
+def test_diffusion_rejects_an_image_shape_its_network_cannot_take(tiny_unet):
     with pytest.raises(ValueError, match="divisible by 2"):
-        Diffusion(_tiny_unet(), DiffusionConfig(image_shape=(1, 7, 8)))
+        Diffusion(tiny_unet(), DiffusionConfig(image_shape=(1, 7, 8)))
     with pytest.raises(ValueError, match="1-channel"):
-        Diffusion(_tiny_unet(), DiffusionConfig(image_shape=(3, 8, 8)))
+        Diffusion(tiny_unet(), DiffusionConfig(image_shape=(3, 8, 8)))
     with pytest.raises(ValueError, match="p_uncond"):
         DiffusionConfig(p_uncond=1.0)
 
 
-def test_training_a_tiny_unet_lowers_the_loss():
+def test_training_a_tiny_unet_lowers_the_loss(tiny_unet):
     torch.manual_seed(0)
     x, y = load_digits("train")
     x, y = x[:32], y[:32]
-    d = Diffusion(_tiny_unet(num_classes=10), DiffusionConfig(image_shape=(1, 8, 8)))
+    d = Diffusion(tiny_unet(num_classes=10), DiffusionConfig(image_shape=(1, 8, 8)))
 
     def held_out_loss():  # the same timesteps and noise before and after
         with torch.no_grad():
@@ -538,9 +524,9 @@ def test_training_a_tiny_unet_lowers_the_loss():
     assert after < 0.6 * before, (before, after)
 
 
-def test_trainer_trains_diffusion_through_its_loss_with_an_ema():
+def test_trainer_trains_diffusion_through_its_loss_with_an_ema(tiny_unet):
     x, y = load_digits("train")
-    d = Diffusion(_tiny_unet(num_classes=10), DiffusionConfig(image_shape=(1, 8, 8)))
+    d = Diffusion(tiny_unet(num_classes=10), DiffusionConfig(image_shape=(1, 8, 8)))
     cfg = TrainConfig(steps=20, batch_size=16, lr=3e-3, ema_decay=0.9, progress=False, device="cpu")
     trainer = Trainer(d, (x[:64], y[:64]), cfg)
 
@@ -562,8 +548,8 @@ def test_trainer_trains_diffusion_through_its_loss_with_an_ema():
 # sampling mechanics
 
 
-def test_sampling_is_reproducible_and_returns_images_and_trajectories_in_unit_range():
-    d = Diffusion(_tiny_unet(), DiffusionConfig(timesteps=20, image_shape=(1, 8, 8)))
+def test_sampling_is_reproducible_and_returns_images_and_trajectories_in_unit_range(tiny_unet):
+    d = Diffusion(tiny_unet(), DiffusionConfig(timesteps=20, image_shape=(1, 8, 8)))
     a = d.ddpm_sample(3, generator=torch.Generator().manual_seed(13))
     b = d.ddpm_sample(3, generator=torch.Generator().manual_seed(13))
     assert torch.equal(a, b) and a.shape == (3, 1, 8, 8)
@@ -577,8 +563,8 @@ def test_sampling_is_reproducible_and_returns_images_and_trajectories_in_unit_ra
     assert frames.shape == (4, 3, 1, 8, 8)  # the noise, then after steps 3, 6 and 7
 
 
-def test_sampling_runs_in_eval_mode_and_restores_training_mode():
-    d = Diffusion(_tiny_unet(dropout=0.5), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
+def test_sampling_runs_in_eval_mode_and_restores_training_mode(tiny_unet):
+    d = Diffusion(tiny_unet(dropout=0.5), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
     d.train()
     a = d.ddim_sample(2, steps=4, generator=torch.Generator().manual_seed(14))
     b = d.ddim_sample(2, steps=4, generator=torch.Generator().manual_seed(14))
@@ -597,8 +583,8 @@ def test_sampling_runs_in_eval_mode_and_restores_training_mode():
         (lambda d: d.ddim_sample(2, steps=2, trajectory_every=0), "trajectory_every"),
     ],
 )
-def test_bad_sampling_arguments_are_rejected_with_clear_errors(call, match):
-    d = Diffusion(_tiny_unet(), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
+def test_bad_sampling_arguments_are_rejected_with_clear_errors(call, match, tiny_unet):
+    d = Diffusion(tiny_unet(), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
     with pytest.raises(ValueError, match=match):
         call(d)
 
@@ -609,22 +595,10 @@ def test_range_maps_are_inverse_on_unit_pixels():
     assert to_model_range(torch.tensor(0.0)) == -1 and to_model_range(torch.tensor(1.0)) == 1
 
 
-def test_a_unet_diffusion_round_trips_through_the_pretrained_folder(tmp_path):
-    from genai_course.models.unet import UNet, UNetConfig
+def test_a_unet_diffusion_round_trips_through_the_pretrained_folder(tmp_path, tiny_unet):
     from genai_course.pretrained import load_pretrained, save_pretrained
 
-    torch.manual_seed(0)
-    net = UNet(
-        UNetConfig(
-            base_width=8,
-            channel_mults=(1, 2),
-            attention_levels=(),
-            num_classes=3,
-            attention_heads=2,
-            norm_groups=4,
-            dropout=0.0,
-        )
-    )
+    net = tiny_unet(num_classes=3)
     model = Diffusion(net, DiffusionConfig(timesteps=20, image_shape=(1, 8, 8)))
     assert model.config.unet == net.config  # recorded for the checkpoint
     save_pretrained(model, "tiny-diffusion", tmp_path, command="test", metrics={})

@@ -1,23 +1,9 @@
-"""Chapter 08's U-Net noise predictor: shapes, conditioning and clear errors."""
+"""The U-Net of chapters 12-13 (the noise predictor): shapes, conditioning and clear errors."""
 
 import pytest
 import torch
 
 from genai_course.models.unet import UNet, UNetConfig, timestep_embedding
-
-
-def _tiny(**kw) -> UNet:
-    """A U-Net small enough for unit tests: two levels (8x8 -> 4x4), attention at 4x4."""
-    cfg = dict(
-        base_width=8,
-        channel_mults=(1, 2),
-        attention_levels=(1,),
-        attention_heads=2,
-        norm_groups=4,
-        dropout=0.0,
-    )
-    cfg.update(kw)
-    return UNet(UNetConfig(**cfg)).eval()
 
 
 def _inputs(b=4, c=1, h=8, w=8, seed=0):
@@ -47,8 +33,8 @@ def test_default_unet_maps_mnist_batches_to_their_own_shape_with_about_a_million
         ((1, 1, 16, 16), dict(channel_mults=(1, 2, 2), attention_levels=(1, 2))),
     ],
 )
-def test_output_shape_equals_input_shape_for_any_architecture(shape, kw):
-    net = _tiny(**kw)
+def test_output_shape_equals_input_shape_for_any_architecture(shape, kw, tiny_unet):
+    net = tiny_unet(**kw)
     x, t = _inputs(*shape)
     assert net(x, t).shape == x.shape
 
@@ -69,8 +55,8 @@ def test_timestep_embedding_is_sin_then_cos_of_geometric_frequencies():
 # conditioning
 
 
-def test_timestep_changes_the_output_and_fractional_timesteps_are_accepted():
-    net = _tiny()
+def test_timestep_changes_the_output_and_fractional_timesteps_are_accepted(tiny_unet):
+    net = tiny_unet()
     x, _ = _inputs(b=2)
     out_a = net(x, torch.tensor([3, 3]))
     out_b = net(x, torch.tensor([700, 700]))
@@ -79,8 +65,8 @@ def test_timestep_changes_the_output_and_fractional_timesteps_are_accepted():
     assert (out_a - out_c).abs().max() > 0  # a float time is a different time, not an error
 
 
-def test_class_label_changes_the_output_and_the_null_class_means_no_label():
-    net = _tiny(num_classes=3)
+def test_class_label_changes_the_output_and_the_null_class_means_no_label(tiny_unet):
+    net = tiny_unet(num_classes=3)
     x, t = _inputs(b=2)
     out0 = net(x, t, torch.tensor([0, 0]))
     out2 = net(x, t, torch.tensor([2, 2]))
@@ -90,18 +76,18 @@ def test_class_label_changes_the_output_and_the_null_class_means_no_label():
     assert (null - out0).abs().max() > 1e-3
 
 
-def test_condition_vector_changes_the_output_and_zeros_mean_no_condition():
-    net = _tiny(cond_dim=5)
+def test_condition_vector_changes_the_output_and_zeros_mean_no_condition(tiny_unet):
+    net = tiny_unet(cond_dim=5)
     x, t = _inputs(b=2)
     cond = torch.randn(2, 5)
     assert (net(x, t, cond=cond) - net(x, t)).abs().max() > 1e-3
     torch.testing.assert_close(net(x, t, cond=torch.zeros(2, 5)), net(x, t))
 
 
-def test_each_example_is_predicted_independently_of_the_rest_of_the_batch():
+def test_each_example_is_predicted_independently_of_the_rest_of_the_batch(tiny_unet):
     # guidance stacks conditional and unconditional inputs into one batch: that must not
     # change either prediction (group norm, not batch norm)
-    net = _tiny(num_classes=3)
+    net = tiny_unet(num_classes=3)
     x, t = _inputs(b=4)
     y = torch.tensor([0, 1, 2, 3])
     full = net(x, t, y)
@@ -109,16 +95,16 @@ def test_each_example_is_predicted_independently_of_the_rest_of_the_batch():
         torch.testing.assert_close(net(x[i : i + 1], t[i : i + 1], y[i : i + 1]), full[i : i + 1])
 
 
-def test_dropout_acts_in_training_mode_only():
-    net = _tiny(dropout=0.5)
+def test_dropout_acts_in_training_mode_only(tiny_unet):
+    net = tiny_unet(dropout=0.5)
     x, t = _inputs(b=2)
     torch.testing.assert_close(net(x, t), net(x, t))
     net.train()
     assert (net(x, t) - net(x, t)).abs().max() > 1e-4
 
 
-def test_gradients_reach_every_parameter():
-    net = _tiny(num_classes=3, cond_dim=5, blocks_per_level=2).train()
+def test_gradients_reach_every_parameter(tiny_unet):
+    net = tiny_unet(num_classes=3, cond_dim=5, blocks_per_level=2).train()
     x, t = _inputs(b=4)
     out = net(x, t, torch.tensor([0, 1, 2, 3]), torch.randn(4, 5))
     out.pow(2).mean().backward()
@@ -147,19 +133,19 @@ def test_gradients_reach_every_parameter():
         (lambda x, t: (x, t, None, torch.randn(2, 5)), "cond_dim=0"),
     ],
 )
-def test_bad_inputs_raise_errors_that_say_what_was_expected(make_args, match):
-    net = _tiny(num_classes=3)
+def test_bad_inputs_raise_errors_that_say_what_was_expected(make_args, match, tiny_unet):
+    net = tiny_unet(num_classes=3)
     x, t = _inputs(b=2)
     with pytest.raises(ValueError, match=match):
         net(*make_args(x, t))
 
 
-def test_labels_or_vectors_given_to_a_model_without_them_are_rejected():
+def test_labels_or_vectors_given_to_a_model_without_them_are_rejected(tiny_unet):
     x, t = _inputs(b=2)
     with pytest.raises(ValueError, match="not class-conditional"):
-        _tiny()(x, t, torch.tensor([0, 1]))
+        tiny_unet()(x, t, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match=r"\(2, 5\)"):
-        _tiny(cond_dim=5)(x, t, cond=torch.randn(2, 4))
+        tiny_unet(cond_dim=5)(x, t, cond=torch.randn(2, 4))
 
 
 @pytest.mark.parametrize(
