@@ -704,10 +704,8 @@ def _only(logits: Tensor, keep: Tensor) -> Tensor:
     return logits.masked_fill(~keep, float("-inf"))
 
 
-def _head_logits(logits_fn: LogitsFn, columns: Sequence[int], num_classes: int) -> LogitsFn:
-    """``logits_fn`` restricted to one task's head: the other columns are -inf."""
-    keep = torch.zeros(num_classes, dtype=torch.bool)
-    keep[list(columns)] = True
+def _head_logits(logits_fn: LogitsFn, keep: Tensor) -> LogitsFn:
+    """``logits_fn`` restricted to one task's head: columns where ``keep`` (K,) is False are -inf."""
 
     def head(model: nn.Module, x: Tensor) -> Tensor:
         logits = logits_fn(model, x)
@@ -860,9 +858,8 @@ def train_sequentially(
         )
     n_tasks = len(tasks)
     allowed = None if heads is None else _head_masks(heads, tasks)
-    if allowed is not None:
-        num_heads_classes = len(allowed)
-        head_fns = [_head_logits(logits_fn, h, num_heads_classes) for h in heads]
+    # per task, the logits of its head (row c of allowed marks the head holding class c)
+    head_fns = [] if heads is None else [_head_logits(logits_fn, allowed[h[0]]) for h in heads]
     ewc = (
         EWC(settings.ewc_lambda, mode=settings.ewc_mode, gamma=settings.ewc_gamma)
         if method == "ewc"
@@ -896,7 +893,7 @@ def train_sequentially(
         trainer = Trainer(model, (x, y), task_config, loss_fn=loss_fn)
         trainer.fit()
         for j, (xe, ye) in enumerate(eval_sets):
-            fn = logits_fn if allowed is None else head_fns[j]
+            fn = head_fns[j] if head_fns else logits_fn
             R[t, j] = accuracy(model, xe, ye, logits_fn=fn, batch_size=config.batch_size)
         if on_task_end is not None:
             on_task_end(t, trainer)
@@ -911,7 +908,7 @@ def train_sequentially(
                 model,
                 (x[pick], y[pick]),
                 kind=settings.fisher,
-                logits_fn=logits_fn if allowed is None else head_fns[t],
+                logits_fn=head_fns[t] if head_fns else logits_fn,
                 batch_size=config.batch_size,
                 seed=settings.seed + t,
             )
