@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from . import data
 from .budget import pick
@@ -579,6 +580,19 @@ def gan_objectives(n_critic: int = 1) -> list[Objective]:
     ]
 
 
+def _heldout_reference(n: int, seed: int) -> tuple[Any, Tensor, dict[str, float], torch.Generator]:
+    """What sample metrics compare against: the digit classifier's feature space, the features
+    of ``n`` held-out test digits drawn with ``seed``, the real-vs-real floor at ``n``, and the
+    generator (advanced past the draw) for the samples."""
+    from . import metrics as M
+
+    space = M.FeatureSpace()
+    xt, _ = data.load_mnist("test")
+    g = torch.Generator().manual_seed(seed)
+    real = xt[torch.randperm(len(xt), generator=g)[:n]]
+    return space, space.features(real), M.real_vs_real_floor(n, space, seed=seed), g
+
+
 def gan_sample_metrics(model: Any, n: int = 500, seed: int = 0) -> dict[str, Any]:
     """FID and KID of ``n`` samples against ``n`` held-out test digits, next to the
     real-vs-real floor at the same n, in the digit classifier's feature space; the class
@@ -586,14 +600,10 @@ def gan_sample_metrics(model: Any, n: int = 500, seed: int = 0) -> dict[str, Any
     samples (labels cycling 0..9) as judged by the classifier."""
     from . import metrics as M
 
-    space = M.FeatureSpace()
-    xt, _ = data.load_mnist("test")
-    g = torch.Generator().manual_seed(seed)
-    real = xt[torch.randperm(len(xt), generator=g)[:n]]
+    space, f_real, floor, g = _heldout_reference(n, seed)
     labels = torch.arange(n) % 10 if model.config.num_classes else None
     fake = model.sample(n, labels, generator=g).cpu()
-    f_real, f_fake = space.features(real), space.features(fake)
-    floor = M.real_vs_real_floor(n, space, seed=seed)
+    f_fake = space.features(fake)
     fid = M.fid_from_features(f_real, f_fake)
     out = {
         "fid": fid,
@@ -686,12 +696,7 @@ def diffusion_sample_metrics(
     whose accuracy the classifier judges."""
     from . import metrics as M
 
-    space = M.FeatureSpace()
-    xt, _ = data.load_mnist("test")
-    g = torch.Generator().manual_seed(seed)
-    real = xt[torch.randperm(len(xt), generator=g)[:n]]
-    f_real = space.features(real)
-    floor = M.real_vs_real_floor(n, space, seed=seed)
+    space, f_real, floor, g = _heldout_reference(n, seed)
     uncond = model.ddim_sample(n, steps=steps, generator=g).cpu()
     labels = torch.arange(n) % 10
     cond = model.ddim_sample(n, steps=steps, y=labels, guidance=guidance, generator=g).cpu()
