@@ -462,7 +462,8 @@ class GPTClassifier(nn.Module):
 
 
 def pad_sequences(seqs: list[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
-    """Right-pad 1-D int64 id tensors to a batch: (ids (N, T_max), lengths (N,))."""
+    """Right-pad 1-D int64 id tensors to a batch: (ids (N, T_max), lengths (N,)); the padding is
+    :func:`torch.nn.utils.rnn.pad_sequence`'s, with the lengths :class:`GPTClassifier` needs."""
     if not seqs:
         raise ValueError("seqs must hold at least one sequence")
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
@@ -470,7 +471,5 @@ def pad_sequences(seqs: list[Tensor], pad_id: int = 0) -> tuple[Tensor, Tensor]:
         raise ValueError(
             f"every sequence needs at least one token; sequence {int(lengths.argmin())} is empty"
         )
-    ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
+    ids = nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad_id)
     return ids, lengths
