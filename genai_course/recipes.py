@@ -748,6 +748,142 @@ def train_diffusion(opts: RunOptions) -> dict[str, Any]:
     return metrics
 
 
+def text_diffusion_settings(profile: str) -> dict[str, Any]:
+    """:func:`diffusion_settings` for the text-conditioned model: the same U-Net and training,
+    with the text encoder's prompt vector (``cond_dim``) in place of class labels."""
+    from .captions import PROMPT_WORDS
+
+    st = diffusion_settings(profile)
+    st["unet"].update(num_classes=0, cond_dim=pick(smoke=16, cpu=64, full=64, profile=profile))
+    st["text"] = dict(
+        vocabulary=PROMPT_WORDS,
+        max_words=8,
+        width=pick(smoke=16, cpu=64, full=64, profile=profile),
+        layers=pick(smoke=1, cpu=2, full=2, profile=profile),
+        heads=4,
+        out_dim=st["unet"]["cond_dim"],
+    )
+    st["prompt_variants"] = 4
+    return st
+
+
+def digit_captions(x: Tensor, y: Tensor, variants: int, seed: int) -> list[str]:
+    """``variants`` prompts per digit (variant-major), with thickness and slant judged by the
+    tertiles of the training digits' classes."""
+    from . import captions as C
+
+    xt, yt = data.load_mnist("train")
+    thick = C.attribute_bins(C.stroke_thickness(x), y, C.class_tertiles(C.stroke_thickness(xt), yt))
+    lean = C.attribute_bins(C.slant(x), y, C.class_tertiles(C.slant(xt), yt))
+    return C.describe_digits(y, thick, lean, variants=variants, seed=seed)
+
+
+def text_diffusion_metrics(
+    model: Any, n_per_digit: int = 20, steps: int = 50, guidance: float = 3.0, seed: int = 0
+) -> dict[str, Any]:
+    """How well DDIM samples of a text-conditioned ``model`` follow their prompts.
+
+    - ``digit_accuracy``: "a seven" and the like, ``n_per_digit`` per digit, classified as
+      the requested digit by the digit classifier;
+    - for thickness ("a thick seven" vs "a thin seven") and slant ("a slanted seven" vs "an
+      upright seven"), ``n_per_digit`` of each per digit: the accuracy on all of them, the mean
+      difference of the measured attribute within each digit (pixels, or columns per row),
+      that difference over the real digits' within-class standard deviation (``*_effect``),
+      and the probability that a sample of the "more" prompt measures more than one of the
+      "less" prompt of the same digit (``*_auc``; 0.5: the words do nothing).  The real
+      digits' gap between their top and bottom thirds is given for scale.
+    """
+    from . import captions as C
+    from . import metrics as M
+
+    g = torch.Generator().manual_seed(seed)
+    tok = model.unet.tokenize
+    digits = torch.arange(10).repeat_interleave(n_per_digit)  # (10 n,)
+
+    def draw(words: str | None, other: str | None = None) -> Tensor:
+        prompts = [C.prompt(int(k), words, other) for k in digits]
+        return model.ddim_sample(
+            len(prompts), steps=steps, cond=tok(prompts), guidance=guidance, generator=g
+        ).cpu()
+
+    plain = draw(None)
+    out: dict[str, Any] = {
+        "digit_accuracy": M.conditional_accuracy(plain, digits),
+        "guidance": guidance,
+        "ddim_steps": steps,
+        "samples_per_prompt": n_per_digit,
+    }
+    xt, yt = data.load_mnist("train")
+    judged = []
+    for attr, measure, more, less in (
+        ("thickness", C.stroke_thickness, ("thick", None), ("thin", None)),
+        ("slant", C.slant, (None, "slanted"), (None, "upright")),
+    ):
+        hi, lo = draw(*more), draw(*less)
+        judged += [hi, lo]
+        m_hi = measure(hi).double().view(10, n_per_digit)
+        m_lo = measure(lo).double().view(10, n_per_digit)
+        real = measure(xt).double()
+        std = torch.stack([real[yt == k].std() for k in range(10)])  # (10,)
+        cuts = C.class_tertiles(real, yt)
+        top = torch.stack([real[(yt == k) & (real > cuts[k, 1])].mean() for k in range(10)])
+        bottom = torch.stack([real[(yt == k) & (real <= cuts[k, 0])].mean() for k in range(10)])
+        gap = m_hi.mean(1) - m_lo.mean(1)  # (10,)
+        auc = (m_hi[:, :, None] > m_lo[:, None, :]).double().mean(dim=(1, 2))
+        out[f"{attr}_gap"] = float(gap.mean())
+        out[f"{attr}_effect"] = float((gap / std).mean())
+        out[f"{attr}_auc"] = float(auc.mean())
+        out[f"{attr}_digits_moved"] = int((gap > 0).sum())
+        out[f"{attr}_real_gap"] = float((top - bottom).mean())
+    both = torch.cat(judged)
+    out["attribute_digit_accuracy"] = M.conditional_accuracy(both, digits.repeat(len(judged)))
+    return out
+
+
+def train_text_diffusion(opts: RunOptions) -> dict[str, Any]:
+    """Train the text-conditioned MNIST diffusion model: each training digit with
+    ``prompt_variants`` captions from its label, thickness and slant; prompt dropout 0.1;
+    ship the exponential moving average."""
+    from .models.diffusion import Diffusion, DiffusionConfig
+    from .models.text_encoder import TextConditionedUNet, TextEncoderConfig
+    from .models.unet import UNetConfig
+
+    torch.manual_seed(opts.seed)
+    st = text_diffusion_settings(opts.profile)
+    x, y = data.load_mnist("train")
+    v = st["prompt_variants"]
+    net = TextConditionedUNet.build(UNetConfig(**st["unet"]), TextEncoderConfig(**st["text"]))
+    model = Diffusion(net, DiffusionConfig(**st["diffusion"]))
+    ids = net.tokenize(digit_captions(x, y, v, opts.seed))
+    trainer = Trainer(
+        model,
+        TensorLoader(
+            x.repeat(v, 1, 1, 1), ids, batch_size=st["train"]["batch_size"], seed=opts.seed
+        ),
+        TrainConfig(**st["train"], **opts.trainer_settings()),
+    )
+    run = _fit(trainer)
+    model = trainer.ema_model.module.cpu().eval()
+    smoke = opts.profile == "smoke"
+    metrics = {
+        **text_diffusion_metrics(
+            model, n_per_digit=2 if smoke else 20, steps=3 if smoke else 50, seed=opts.seed
+        ),
+        **run,
+    }
+    metrics["params"] = sum(p.numel() for p in model.parameters())
+    if trainer.is_main:
+        opts.ship(
+            model,
+            "diffusion-text-mnist",
+            "text-diffusion",
+            metrics,
+            notes="chapter 13's text-to-image DDPM: prompts from label, thickness and slant "
+            "(EMA weights; prompt dropout 0.1)",
+        )
+    return metrics
+
+
 RECIPES: dict[str, Recipe] = {
     "classifier": Recipe(
         "digit-classifier",
@@ -799,5 +935,10 @@ RECIPES: dict[str, Recipe] = {
         "diffusion-mnist",
         "class-conditional DDPM on MNIST with label dropout (chapters 12-13)",
         train_diffusion,
+    ),
+    "text-diffusion": Recipe(
+        "diffusion-text-mnist",
+        "DDPM on MNIST conditioned on text prompts through a tiny text encoder (chapter 13)",
+        train_text_diffusion,
     ),
 }

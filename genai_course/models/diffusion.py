@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data import check_image_batch
+from .text_encoder import TextConditionedUNet, TextEncoderConfig
 from .unet import UNet, UNetConfig
 
 __all__ = [
@@ -404,7 +405,8 @@ class DiffusionConfig:
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the images
     clip_x0: bool = True  # clamp each step's estimate of x0 to [-1, 1], the data's range
     unet: UNetConfig | None = None  # the network's config, so a checkpoint can rebuild it;
-    # Diffusion fills it in when its network is a UNet
+    # Diffusion fills it in when its network is a UNet or a TextConditionedUNet
+    text: TextEncoderConfig | None = None  # the text encoder's config of a TextConditionedUNet
 
     def __post_init__(self) -> None:
         if isinstance(self.unet, dict):  # from JSON
@@ -412,6 +414,12 @@ class DiffusionConfig:
         if self.unet is not None and not isinstance(self.unet, UNetConfig):
             raise ValueError(
                 f"unet must be a UNetConfig, a dict of one, or None; got {self.unet!r}"
+            )
+        if isinstance(self.text, dict):
+            self.text = TextEncoderConfig(**self.text)
+        if self.text is not None and not isinstance(self.text, TextEncoderConfig):
+            raise ValueError(
+                f"text must be a TextEncoderConfig, a dict of one, or None; got {self.text!r}"
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
@@ -466,6 +474,13 @@ class Diffusion(nn.Module):
             if c.unet is not None and c.unet != unet.config:
                 raise ValueError("config.unet differs from the config of the UNet given")
             c = replace(c, unet=unet.config)
+        elif isinstance(unet, TextConditionedUNet):
+            if (c.unet, c.text) != (None, None) and (c.unet, c.text) != (
+                unet.unet.config,
+                unet.encoder.config,
+            ):
+                raise ValueError("config.unet/config.text differ from the configs of the network")
+            c = replace(c, unet=unet.unet.config, text=unet.encoder.config)
         self.config = c
         self.schedule = NoiseSchedule.from_name(c.schedule, c.timesteps)
         net = getattr(unet, "config", None)
@@ -485,10 +500,13 @@ class Diffusion(nn.Module):
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> Diffusion:
-        """A new model with a fresh :class:`UNet` built from ``config.unet`` (how
-        :func:`~genai_course.pretrained.load_pretrained` rebuilds a checkpoint)."""
+        """A new model with a fresh :class:`UNet` built from ``config.unet`` (with
+        ``config.text``: a :class:`TextConditionedUNet`), as
+        :func:`~genai_course.pretrained.load_pretrained` rebuilds a checkpoint."""
         if config.unet is None:
             raise ValueError("config.unet is None: give the UNetConfig of the network to build")
+        if config.text is not None:
+            return cls(TextConditionedUNet.build(config.unet, config.text), config)
         return cls(UNet(config.unet), config)
 
     @property
@@ -549,12 +567,14 @@ class Diffusion(nn.Module):
         return y.expand(n) if y.ndim == 0 else y
 
     def _cond(self, cond: Tensor | None, n: int, like: Tensor) -> Tensor | None:
-        """Sampling vectors: None, one (D,) for all or (n, D), in ``like``'s dtype."""
+        """Sampling vectors: None, one (D,) for all or (n, D), in ``like``'s dtype (integer
+        token ids keep their dtype)."""
         if cond is None:
             return None
         if not self.cond_dim:
             raise ValueError("this model takes no condition vector (cond_dim=0); pass no cond")
-        cond = torch.as_tensor(cond, device=like.device, dtype=like.dtype)
+        cond = torch.as_tensor(cond, device=like.device)
+        cond = cond.to(like.dtype) if cond.is_floating_point() else cond
         return cond.expand(n, -1) if cond.ndim == 1 else cond
 
     # -- training -----------------------------------------------------------------------------
