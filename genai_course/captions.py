@@ -36,8 +36,10 @@ __all__ = [
     "SLANT_WORDS",
     "THICKNESS_WORDS",
     "attribute_bins",
+    "caption_digits",
     "class_tertiles",
     "describe_digits",
+    "digit_attribute_bins",
     "prompt",
     "slant",
     "stroke_thickness",
@@ -134,6 +136,16 @@ def attribute_bins(values: Tensor, labels: Tensor, cuts: Tensor) -> Tensor:
     return (values > c[:, 0]).long() + (values > c[:, 1]).long()
 
 
+def digit_attribute_bins(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(N,) thickness bins and (N,) slant bins of digits x (N, 1, H, W) with ``labels``, each
+    by the tertiles of its class among these digits (pass the training digits)."""
+    thickness, lean = stroke_thickness(x), slant(x)
+    return (
+        attribute_bins(thickness, labels, class_tertiles(thickness, labels)),
+        attribute_bins(lean, labels, class_tertiles(lean, labels)),
+    )
+
+
 def _phrase(label: int, thick: int, lean: int, rng: np.random.Generator, p_attribute: float) -> str:
     attrs = [
         words[b]
@@ -197,3 +209,14 @@ def prompt(label: int, thickness: str | None = None, slant_word: str | None = No
             raise ValueError(f"unknown attribute {word!r}; known: {[w for w in known if w]}")
     words = [w for w in (thickness, slant_word) if w] + [NUMBER_WORDS[label]]
     return " ".join(["an" if words[0] in ("eight", "upright") else "a", *words])
+
+
+def caption_digits(
+    x: Tensor, labels: Tensor, *, variants: int = 1, p_attribute: float = 0.7, seed: int = 0
+) -> list[str]:
+    """:func:`describe_digits` of digits x with ``labels``, their attributes binned by
+    :func:`digit_attribute_bins`: the captions a text-conditioned model trains on."""
+    thick, lean = digit_attribute_bins(x, labels)
+    return describe_digits(
+        labels, thick, lean, variants=variants, p_attribute=p_attribute, seed=seed
+    )

@@ -767,17 +767,6 @@ def text_diffusion_settings(profile: str) -> dict[str, Any]:
     return st
 
 
-def digit_captions(x: Tensor, y: Tensor, variants: int, seed: int) -> list[str]:
-    """``variants`` prompts per digit (variant-major), with thickness and slant judged by the
-    tertiles of the training digits' classes."""
-    from . import captions as C
-
-    xt, yt = data.load_mnist("train")
-    thick = C.attribute_bins(C.stroke_thickness(x), y, C.class_tertiles(C.stroke_thickness(xt), yt))
-    lean = C.attribute_bins(C.slant(x), y, C.class_tertiles(C.slant(xt), yt))
-    return C.describe_digits(y, thick, lean, variants=variants, seed=seed)
-
-
 def text_diffusion_metrics(
     model: Any, n_per_digit: int = 20, steps: int = 50, guidance: float = 3.0, seed: int = 0
 ) -> dict[str, Any]:
@@ -824,10 +813,12 @@ def text_diffusion_metrics(
         m_hi = measure(hi).double().view(10, n_per_digit)
         m_lo = measure(lo).double().view(10, n_per_digit)
         real = measure(xt).double()
-        std = torch.stack([real[yt == k].std() for k in range(10)])  # (10,)
-        cuts = C.class_tertiles(real, yt)
-        top = torch.stack([real[(yt == k) & (real > cuts[k, 1])].mean() for k in range(10)])
-        bottom = torch.stack([real[(yt == k) & (real <= cuts[k, 0])].mean() for k in range(10)])
+        bins = C.attribute_bins(real, yt, C.class_tertiles(real, yt))
+        std, top, bottom = (
+            torch.stack([real[yt == k].std() for k in range(10)]),
+            torch.stack([real[(yt == k) & (bins == 2)].mean() for k in range(10)]),
+            torch.stack([real[(yt == k) & (bins == 0)].mean() for k in range(10)]),
+        )  # (10,) each
         gap = m_hi.mean(1) - m_lo.mean(1)  # (10,)
         auc = (m_hi[:, :, None] > m_lo[:, None, :]).double().mean(dim=(1, 2))
         out[f"{attr}_gap"] = float(gap.mean())
@@ -844,6 +835,7 @@ def train_text_diffusion(opts: RunOptions) -> dict[str, Any]:
     """Train the text-conditioned MNIST diffusion model: each training digit with
     ``prompt_variants`` captions from its label, thickness and slant; prompt dropout 0.1;
     ship the exponential moving average."""
+    from . import captions
     from .models.diffusion import Diffusion, DiffusionConfig
     from .models.text_encoder import TextConditionedUNet, TextEncoderConfig
     from .models.unet import UNetConfig
@@ -854,7 +846,7 @@ def train_text_diffusion(opts: RunOptions) -> dict[str, Any]:
     v = st["prompt_variants"]
     net = TextConditionedUNet.build(UNetConfig(**st["unet"]), TextEncoderConfig(**st["text"]))
     model = Diffusion(net, DiffusionConfig(**st["diffusion"]))
-    ids = net.tokenize(digit_captions(x, y, v, opts.seed))
+    ids = net.tokenize(captions.caption_digits(x, y, variants=v, seed=opts.seed))
     trainer = Trainer(
         model,
         TensorLoader(

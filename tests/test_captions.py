@@ -106,3 +106,16 @@ def test_plain_prompts():
         C.prompt(1, "bold")
     with pytest.raises(ValueError, match="label must be"):
         C.prompt(10)
+
+
+def test_caption_digits_bins_each_attribute_by_the_tertiles_of_the_digits_given():
+    from genai_course import data
+
+    x, y = data.load_mnist("val")
+    thick, lean = C.digit_attribute_bins(x, y)
+    t = C.stroke_thickness(x)
+    assert torch.equal(thick, C.attribute_bins(t, y, C.class_tertiles(t, y)))
+    assert abs(torch.bincount(lean, minlength=3).float() / len(y) - 1 / 3).max() < 0.02
+    prompts = C.caption_digits(x, y, variants=2, p_attribute=1.0, seed=3)
+    assert prompts == C.describe_digits(y, thick, lean, variants=2, p_attribute=1.0, seed=3)
+    assert all(("slanted" in p.split()) == (b == 2) for p, b in zip(prompts, lean.tolist()))
