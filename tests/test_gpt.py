@@ -9,6 +9,7 @@ from genai_course.models.gpt import (
     GPT,
     GPTConfig,
     MaskedLMObjective,
+    SelfAttention,
     attention,
     mask_tokens,
     masked_lm_loss,
@@ -264,3 +265,16 @@ def test_classifier_rejects_bad_lengths_labels_and_pool():
         GPTClassifier(_gpt(causal=False), 3)
     with pytest.raises(ValueError, match="empty"):
         pad_sequences([torch.tensor([1]), torch.tensor([], dtype=torch.long)])
+
+
+def test_set_dropout_reaches_every_dropout_including_attention():
+    model = GPT(GPTConfig(vocab_size=11, n_layer=2, n_head=2, n_embd=16, block_size=8, dropout=0.1))
+    assert model.set_dropout(0.0) is model and model.config.dropout == 0.0
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates += [m.dropout for m in model.modules() if isinstance(m, SelfAttention)]
+    assert len(rates) > 2 * 2 and set(rates) == {0.0}
+    x = torch.randint(0, 11, (2, 8))
+    model.train()
+    torch.testing.assert_close(model(x)[0], model(x)[0])  # no randomness left in training mode
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        model.set_dropout(1.0)

@@ -175,6 +175,20 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=0.02)
 
+    def set_dropout(self, p: float) -> GPT:
+        """Set every dropout rate of the network to ``p`` (embeddings, attention weights,
+        residual branches) and record it in the config; returns the model (e.g. for a
+        fine-tune whose data size calls for another rate than pretraining's)."""
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {p}")
+        self.config.dropout = p
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, SelfAttention):
+                m.dropout = p
+        return self
+
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
         return n if embeddings else n - self.wpe.weight.numel()
