@@ -1,10 +1,10 @@
 """Folk tunes in ABC notation: cleaned for a language model, checked, and rendered to sound.
 
 ABC is plain text. A tune is a few header lines (``X:`` its number, ``M:`` the metre, ``L:`` the
-unit note length, ``K:`` the key) and a body in which ``A``-``G`` are the notes of the octave
-below middle C's upper neighbour, ``a``-``g`` an octave higher, ``,`` and ``'`` move an octave
-down and up, a number after a note multiplies its length by the unit, ``/`` divides it, ``^``,
-``_`` and ``=`` are sharp, flat and natural, ``|`` is a bar line and ``|:`` ... ``:|`` a repeat.
+unit note length, ``K:`` the key) and a body in which ``C D E F G A B`` are the notes from middle
+C upwards, ``c``-``b`` the octave above, ``,`` and ``'`` move a note an octave down or up, a
+number after a note multiplies its length by the unit and ``/`` divides it, ``^``, ``_`` and
+``=`` are sharp, flat and natural, ``|`` is a bar line and ``|:`` ... ``:|`` a repeat.
 
 The module has four parts:
 
@@ -282,6 +282,10 @@ def parse_tune(tune: str):
         ValueError: naming what is wrong (header, body grammar, brackets, music21's parser).
     """
     _check_text(tune)
+    return _music21_parse(tune)
+
+
+def _music21_parse(tune: str):
     from music21 import converter
 
     try:
@@ -318,7 +322,7 @@ def check_tune(tune: str) -> TuneCheck:
     """
     try:
         headers, notes = _check_text(tune)
-        score = parse_tune(tune)
+        score = _music21_parse(tune)
     except ValueError as err:
         return TuneCheck(False, str(err))
     if not list(score.recurse().notes):
