@@ -6,18 +6,20 @@ C upwards, ``c``-``b`` the octave above, ``,`` and ``'`` move a note an octave d
 number after a note multiplies its length by the unit and ``/`` divides it, ``^``, ``_`` and
 ``=`` are sharp, flat and natural, ``|`` is a bar line and ``|:`` ... ``:|`` a repeat.
 
-The module has four parts:
+The module has five parts:
 
 - **cleaning** (:func:`clean_tune`, :func:`load_tunes`): keep only what the music needs (the
   ``M:``, ``L:`` and ``K:`` headers and the body), so that a character model spends its capacity
   on melodies, not on titles and archive numbers;
 - **checking** (:func:`check_tune`): does a generated text *parse* as ABC (our lexical grammar
-  of the body accepts every character, brackets balance, and music21's ABC parser reads notes
+  of the body accepts every character, grace-note braces balance, and music21's ABC parser reads notes
   and bars from it), and do its bars *fit the declared metre*;
 - **notes** (:func:`tune_notes`): the parsed tune as (MIDI pitch, start, duration) events in
   seconds;
 - **sound** (:func:`synthesize`): a tiny additive synthesiser (a few harmonics of a sine, an
-  attack and a decay per note), in numpy, to a waveform that ``IPython.display.Audio`` plays.
+  attack and a decay per note), in numpy, to a waveform that ``IPython.display.Audio`` plays;
+- **a language model of tunes** (:func:`tunes_corpus`, :func:`generate_tunes`): the training
+  text of a character GPT, and tunes sampled from one.
 """
 
 from __future__ import annotations
