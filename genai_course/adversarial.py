@@ -1,0 +1,255 @@
+"""Adversarial examples and adversarial training for image classifiers (L-infinity threat model).
+
+An adversary may change every pixel of an image ``x`` by at most ``eps``; it looks for the
+perturbation that most increases the classifier's loss,
+
+.. math:: \\delta^\\star = \\arg\\max_{\\lVert\\delta\\rVert_\\infty \\le \\epsilon,\\;
+          x + \\delta \\in [0, 1]^d} \\ell(f(x + \\delta), y).
+
+- **FGSM** (Goodfellow et al., 2015) takes one step to the corner of the eps-ball that the
+  gradient's sign points to: :math:`x' = \\Pi(x + \\epsilon\\,\\mathrm{sign}\\,\\nabla_x \\ell)`,
+  the maximiser of the loss's first-order Taylor expansion over the ball.
+- **PGD** (Madry et al., 2018) repeats smaller signed steps of size ``alpha`` from a random
+  point of the ball, projecting back onto the ball and the valid pixel range after each:
+  :math:`x^{k+1} = \\Pi_{B_\\epsilon(x) \\cap [0,1]^d}(x^k + \\alpha\\,\\mathrm{sign}\\,
+  \\nabla_x \\ell(f(x^k), y))`.
+- **Adversarial training** minimises the loss at the adversary's point instead of at ``x``,
+  :math:`\\min_\\theta \\mathbb E\\,\\max_{\\lVert\\delta\\rVert_\\infty \\le \\epsilon}
+  \\ell(f_\\theta(x + \\delta), y)`, with the inner maximum approximated by PGD on every batch
+  (:class:`AdversarialLoss`, a loss for the :class:`~genai_course.train.Trainer`).
+
+Models take images in the valid range (the course's classifiers normalise inside), so the
+projection onto [0, 1] is exact and perturbations are measured in pixel units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "AdversarialLoss",
+    "ATTACKS",
+    "attack",
+    "fgsm",
+    "pgd",
+    "robust_accuracy",
+]
+
+LossOnLogits = Callable[[Tensor, Tensor], Tensor]
+
+
+# helpers
+
+
+def _check_inputs(x: Tensor, y: Tensor, eps: float, clamp: tuple[float, float]) -> None:
+    if not x.is_floating_point():
+        raise ValueError(f"images must be floating point, got {x.dtype}")
+    if y.ndim != 1 or len(y) != len(x) or y.dtype != torch.long:
+        raise ValueError(
+            f"labels must be int64 of shape ({len(x)},), got {tuple(y.shape)} {y.dtype}"
+        )
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0 (pixel units), got {eps}")
+    lo, hi = clamp
+    if not lo < hi:
+        raise ValueError(f"clamp must be (low, high) with low < high, got {clamp}")
+    if x.numel() and (x.min() < lo - 1e-6 or x.max() > hi + 1e-6):
+        raise ValueError(
+            f"images must lie in the valid range {clamp}, got values in "
+            f"[{x.min().item():.3g}, {x.max().item():.3g}]"
+        )
+
+
+def _project(x_adv: Tensor, x: Tensor, eps: float, clamp: tuple[float, float]) -> Tensor:
+    """Closest point of the eps-ball around x intersected with the valid range (per pixel)."""
+    return torch.minimum(torch.maximum(x_adv, x - eps), x + eps).clamp(*clamp)
+
+
+def _input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossOnLogits) -> Tensor:
+    """d loss / d x, without touching the parameters' .grad."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(model(x), y)
+        (grad,) = torch.autograd.grad(loss, [x])
+    return grad
+
+
+# attacks
+
+
+def fgsm(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    loss_fn: LossOnLogits = F.cross_entropy,
+    clamp: tuple[float, float] = (0.0, 1.0),
+) -> Tensor:
+    """Fast gradient sign method: ``x + eps * sign(grad_x loss)``, clipped to the valid range.
+
+    Args:
+        model: maps images (B, ...) to logits (B, K); its mode (train/eval) is left as is.
+        x: images (B, ...) in ``clamp``; y: labels (B,) int64.
+        eps: L-infinity budget in pixel units (e.g. 0.1 for pixels in [0, 1]).
+
+    Returns:
+        adversarial images, same shape, with ``|x_adv - x| <= eps`` and values in ``clamp``.
+    """
+    _check_inputs(x, y, eps, clamp)
+    grad = _input_gradient(model, x, y, loss_fn)
+    return _project(x.detach() + eps * grad.sign(), x.detach(), eps, clamp)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    loss_fn: LossOnLogits = F.cross_entropy,
+    clamp: tuple[float, float] = (0.0, 1.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Projected gradient descent (ascent on the loss) in the L-infinity ball.
+
+    Starts at ``x`` plus uniform noise in [-eps, eps] (``random_start``), then ``steps``
+    times: ``x_adv + step_size * sign(grad)``, projected onto the ball and the valid range.
+
+    Args:
+        steps: number of gradient steps (>= 1).
+        step_size: ``alpha`` in pixel units; default ``2.5 * eps / steps`` (Madry et al.'s
+            rule: enough to cross the ball and back).
+        generator: for the random start (CPU generator; the noise is moved to x's device).
+
+    Returns:
+        adversarial images, same shape, within eps of ``x`` and in ``clamp``.
+    """
+    _check_inputs(x, y, eps, clamp)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    alpha = 2.5 * eps / steps if step_size is None else step_size
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"step_size must be >= 0, got {step_size}")
+    x = x.detach()
+    x_adv = x
+    if random_start and eps > 0:
+        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clamp)
+    for _ in range(steps):
+        grad = _input_gradient(model, x_adv, y, loss_fn)
+        x_adv = _project(x_adv + alpha * grad.sign(), x, eps, clamp)
+    return x_adv
+
+
+ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "pgd": pgd}
+
+
+def attack(name: str, model: nn.Module, x: Tensor, y: Tensor, eps: float, **kwargs) -> Tensor:
+    """Run the attack ``name`` (a key of :data:`ATTACKS`) with ``kwargs``."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
+    return ATTACKS[name](model, x, y, eps, **kwargs)
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    return model(x).argmax(dim=1) == y
+
+
+def robust_accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    *,
+    attack_name: str = "pgd",
+    batch_size: int = 500,
+    **kwargs,
+) -> float:
+    """Share of ``x`` still classified correctly after the attack (clean accuracy at eps = 0).
+
+    The model is put in eval mode for the measurement and restored afterwards; the attack runs
+    batch by batch on the model's device. ``kwargs`` go to the attack (``steps``, ...).
+    """
+    if len(x) == 0:
+        raise ValueError("robust_accuracy needs at least one image")
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    try:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            xa = attack(attack_name, model, xb, yb, eps, **kwargs) if eps > 0 else xb
+            correct += int(_correct(model, xa, yb).sum())
+    finally:
+        model.train(was)
+    return correct / len(x)
+
+
+# adversarial training
+
+
+@dataclass
+class AdversarialLoss:
+    """A loss for the :class:`~genai_course.train.Trainer` that trains on PGD examples.
+
+    ``loss = (1 - clean_weight) * CE(f(x_adv), y) + clean_weight * CE(f(x), y)``, with
+    ``x_adv`` from :func:`pgd` against the current weights (the model in eval mode while it
+    attacks, so dropout does not help the defender and batch-norm statistics are not fed
+    adversarial batches twice). ``clean_weight = 0`` is Madry et al.'s adversarial training.
+
+    Call ``trainer = Trainer(model, data, config, loss_fn=AdversarialLoss(eps=0.1))``; the
+    logged extras are ``acc`` (on the adversarial batch) and ``clean_acc``.
+    """
+
+    eps: float = 0.1
+    steps: int = 7
+    step_size: float | None = None  # default 2.5 * eps / steps
+    clean_weight: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.clean_weight <= 1.0:
+            raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
+        self._generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(
+        self, model: nn.Module, batch: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        x, y = batch
+        was = model.training
+        model.eval()
+        try:
+            x_adv = pgd(
+                model,
+                x,
+                y,
+                self.eps,
+                steps=self.steps,
+                step_size=self.step_size,
+                generator=self._generator,
+            )
+        finally:
+            model.train(was)
+        logits = model(torch.cat([x_adv, x]) if self.clean_weight > 0 else x_adv)
+        adv_logits = logits[: len(x)]
+        loss = F.cross_entropy(adv_logits, y)
+        extras = {"acc": (adv_logits.argmax(1) == y).float().mean()}
+        if self.clean_weight > 0:
+            clean_logits = logits[len(x) :]
+            loss = (1 - self.clean_weight) * loss + self.clean_weight * F.cross_entropy(
+                clean_logits, y
+            )
+            extras["clean_acc"] = (clean_logits.argmax(1) == y).float().mean()
+        return loss, extras
