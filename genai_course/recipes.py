@@ -558,12 +558,14 @@ def train_gpt_folk(opts: RunOptions) -> dict[str, Any]:
     )
     start_nats = trainer.evaluate(windows["val"])["val_loss"]
     run = _fit(trainer)
+    # after fit: the restored best weights (full profile), not the last evaluation's
+    val_nats = trainer.evaluate(windows["val"])["val_loss"]
     test_nats = trainer.evaluate(windows["test"])["val_loss"]
     model = model.cpu().eval()
     smoke = opts.profile == "smoke"
     metrics = {
         "val_bpc_pretrained": bits_per_char(start_nats),
-        "val_bpc": bits_per_char(trainer.history.last("val_loss")),
+        "val_bpc": bits_per_char(val_nats),
         "test_bpc": bits_per_char(test_nats),
         **folk_tune_metrics(model, n=4 if smoke else 200, seed=opts.seed),
         "params": model.num_params(),
