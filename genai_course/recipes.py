@@ -430,39 +430,72 @@ def python_docs_tokenizer() -> data.CharTokenizer:
     return data.CharTokenizer.from_text("".join(data.load_python_docs(s) for s in data.SPLITS))
 
 
-def train_gpt_pydocs(opts: RunOptions) -> dict[str, Any]:
-    """Pretrain the char-level GPT on the Python language reference (``pydoc_data``) and report
-    validation and test bits per character on the held-out topics."""
-    from .metrics import bits_per_char
-    from .models.gpt import GPT, GPTConfig
-
-    torch.manual_seed(opts.seed)
-    tok = python_docs_tokenizer()
-    model_kw, train_kw = gpt_pydocs_settings(opts.profile)
-    model = GPT(GPTConfig(vocab_size=len(tok), vocab=tok.vocab, **model_kw))
-    block, batch = model_kw["block_size"], train_kw["batch_size"]
-    windows = {
+def char_windows(
+    tok: data.CharTokenizer,
+    text_of: Callable[[str], str],
+    block_size: int,
+    batch_size: int,
+    seed: int = 0,
+) -> dict[str, data.TokenWindows]:
+    """Split -> :class:`~genai_course.data.TokenWindows` of ``text_of(split)`` encoded with
+    ``tok``."""
+    return {
         s: data.TokenWindows(
-            tok.encode(data.load_python_docs(s)), block_size=block, batch_size=batch, seed=opts.seed
+            tok.encode(text_of(s)), block_size=block_size, batch_size=batch_size, seed=seed
         )
         for s in data.SPLITS
     }
+
+
+def _train_char_gpt(
+    model: Any,
+    windows: dict[str, data.TokenWindows],
+    train_kw: dict[str, Any],
+    opts: RunOptions,
+    *,
+    start_key: str | None = None,
+) -> tuple[Trainer, dict[str, Any]]:
+    """Train a char-level GPT on ``windows["train"]`` (validating on ``"val"``); return the
+    trainer and the metrics every GPT recipe records: validation and test bits per character
+    of the final weights (the restored best ones if ``restore_best``), size, precision, run;
+    with ``start_key``, also the validation bits per character before training under it."""
+    from .metrics import bits_per_char
+
     trainer = Trainer(
         model,
         windows["train"],
         TrainConfig(**train_kw, **opts.trainer_settings()),
         val_data=windows["val"],
     )
+    start = {start_key: bits_per_char(trainer.evaluate()["val_loss"])} if start_key else {}
     run = _fit(trainer)
+    val_nats = trainer.evaluate(windows["val"])["val_loss"]
     test_nats = trainer.evaluate(windows["test"])["val_loss"]
-    model = model.cpu().eval()
     metrics = {
-        "val_bpc": bits_per_char(trainer.history.last("val_loss")),
+        **start,
+        "val_bpc": bits_per_char(val_nats),
         "test_bpc": bits_per_char(test_nats),
         "params": model.num_params(),
         "precision": trainer.precision,
         **run,
     }
+    return trainer, metrics
+
+
+def train_gpt_pydocs(opts: RunOptions) -> dict[str, Any]:
+    """Pretrain the char-level GPT on the Python language reference (``pydoc_data``) and report
+    validation and test bits per character on the held-out topics."""
+    from .models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(opts.seed)
+    tok = python_docs_tokenizer()
+    model_kw, train_kw = gpt_pydocs_settings(opts.profile)
+    model = GPT(GPTConfig(vocab_size=len(tok), vocab=tok.vocab, **model_kw))
+    windows = char_windows(
+        tok, data.load_python_docs, model_kw["block_size"], train_kw["batch_size"], opts.seed
+    )
+    trainer, metrics = _train_char_gpt(model, windows, train_kw, opts)
+    model = model.cpu().eval()
     if trainer.is_main:
         opts.ship(
             model,
@@ -515,15 +548,13 @@ def tune_windows(
     """Split -> windows of the cleaned tunes (:func:`music.load_tunes`) encoded with ``tok``."""
     from . import music
 
-    return {
-        s: data.TokenWindows(
-            tok.encode(music.tunes_corpus(music.load_tunes(s), tok.vocab)),
-            block_size=block_size,
-            batch_size=batch_size,
-            seed=seed,
-        )
-        for s in data.SPLITS
-    }
+    return char_windows(
+        tok,
+        lambda split: music.tunes_corpus(music.load_tunes(split), tok.vocab),
+        block_size,
+        batch_size,
+        seed,
+    )
 
 
 def folk_tune_metrics(model: Any, n: int = 200, seed: int = 0, **sampling: Any) -> dict[str, Any]:
@@ -541,7 +572,6 @@ def folk_tune_metrics(model: Any, n: int = 200, seed: int = 0, **sampling: Any) 
 def train_gpt_folk(opts: RunOptions) -> dict[str, Any]:
     """Fine-tune the pretrained char-level GPT on folk tunes in ABC notation; report bits per
     character on held-out tunes and how many sampled tunes parse and fit their metre."""
-    from .metrics import bits_per_char
     from .pretrained import load_pretrained
 
     torch.manual_seed(opts.seed)
@@ -550,28 +580,12 @@ def train_gpt_folk(opts: RunOptions) -> dict[str, Any]:
     windows = tune_windows(
         model.tokenizer, tune_kw["block_size"], train_kw["batch_size"], seed=opts.seed
     )
-    trainer = Trainer(
-        model,
-        windows["train"],
-        TrainConfig(**train_kw, **opts.trainer_settings()),
-        val_data=windows["val"],
+    trainer, metrics = _train_char_gpt(
+        model, windows, train_kw, opts, start_key="val_bpc_pretrained"
     )
-    start_nats = trainer.evaluate(windows["val"])["val_loss"]
-    run = _fit(trainer)
-    # after fit: the restored best weights (full profile), not the last evaluation's
-    val_nats = trainer.evaluate(windows["val"])["val_loss"]
-    test_nats = trainer.evaluate(windows["test"])["val_loss"]
     model = model.cpu().eval()
-    smoke = opts.profile == "smoke"
-    metrics = {
-        "val_bpc_pretrained": bits_per_char(start_nats),
-        "val_bpc": bits_per_char(val_nats),
-        "test_bpc": bits_per_char(test_nats),
-        **folk_tune_metrics(model, n=4 if smoke else 200, seed=opts.seed),
-        "params": model.num_params(),
-        "precision": trainer.precision,
-        **run,
-    }
+    n_tunes = 4 if opts.profile == "smoke" else 200
+    metrics.update(folk_tune_metrics(model, n=n_tunes, seed=opts.seed))
     if trainer.is_main:
         opts.ship(
             model,
