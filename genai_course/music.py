@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
+import torch
 
 from . import data
 
@@ -297,15 +298,16 @@ def _music21_parse(tune: str):
 
 
 def _bar_lengths(score) -> tuple[list[Fraction], Fraction]:
-    """Quarter-length of each measure of the first part, and of the metre's bar."""
+    """Quarter-length of each measure of the first part, and of the declared metre's bar.
+
+    The bar is that of the *first* time signature: music21 cuts a bar that is too long into
+    two and gives the second a time signature of its own (a 4-beat bar in 3/4 becomes 3/4 +
+    1/4), so later signatures, and ``Measure.barDuration``, would call such bars right.
+    """
     part = score.parts[0] if score.parts else score
     measures = list(part.getElementsByClass("Measure"))
-    if not measures:
-        return [], Fraction(0)
-    signature = measures[0].timeSignature or part.recurse().getElementsByClass("TimeSignature")
-    if not hasattr(signature, "barDuration"):
-        signature = next(iter(signature), None)
-    if signature is None:
+    signature = next(iter(part.recurse().getElementsByClass("TimeSignature")), None)
+    if not measures or signature is None:
         return [], Fraction(0)
     bar = Fraction(signature.barDuration.quarterLength).limit_denominator(96)
     return [Fraction(m.duration.quarterLength).limit_denominator(96) for m in measures], bar
@@ -513,8 +515,6 @@ def generate_tunes(
     cut off where it stands. ``sampling`` goes to ``model.generate`` (``temperature``,
     ``top_k``, ``top_p``).
     """
-    import torch
-
     if n < 1 or max_chars < 1:
         raise ValueError(f"n and max_chars must be >= 1, got {n} and {max_chars}")
     tok = model.tokenizer
