@@ -122,3 +122,18 @@ def test_adversarial_loss_trains_through_the_trainer(digits):
     assert adversarial.robust_accuracy(model, x, y, 0.1, steps=5) > before
     with pytest.raises(ValueError, match="clean_weight"):
         adversarial.AdversarialLoss(clean_weight=1.5)
+
+
+def test_shipped_robust_classifier_keeps_its_accuracy_inside_the_ball_and_the_standard_one_does_not(
+    digits, classifier
+):
+    x, y = digits
+    robust = load_pretrained("digit-classifier-robust")
+
+    def pgd10(model):
+        g = torch.Generator().manual_seed(0)
+        return adversarial.robust_accuracy(model, x, y, 0.1, steps=10, generator=g)
+
+    assert adversarial.robust_accuracy(robust, x, y, 0.0) >= 0.90
+    assert pgd10(robust) >= 0.70
+    assert pgd10(classifier) <= 0.30
