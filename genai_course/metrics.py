@@ -23,9 +23,10 @@ What each metric measures, and what it misses:
   :func:`conditional_accuracy`): what the digit classifier thinks the samples are. They detect
   missing classes (mode collapse) and a conditional model that ignores its label, but not
   blurry or unrealistic samples that the classifier still labels confidently.
-- **Memorisation** (:func:`nearest_neighbour_distance`): the pixel distance from each sample
-  to its nearest training image. A distance near 0 means a copied training image; a large one
-  does not prove novelty, since pixel distance is a poor measure of similarity.
+- **Memorisation** (:func:`nearest_neighbour_distance`, :func:`memorisation`): the pixel
+  distance from each sample to its nearest training image, read against the same distance for
+  held-out real digits. A distance near 0 means a copied training image; a large one does not
+  prove novelty, since pixel distance is a poor measure of similarity.
 - **Mode coverage on 2-D toys** (:func:`modes_covered`): how many of the known modes of a ring
   of Gaussians the samples hit, and how many samples are near any mode.
 
@@ -33,7 +34,8 @@ Every sample metric depends on the number of samples: the inputs' first dimensio
 sample count N, and a number reported without its N cannot be compared. Even a perfect
 generator does not reach FID 0 with finitely many samples; :func:`real_vs_real_floor` gives the
 FID and KID between two disjoint sets of *real* digits (train vs test) of the same size n, the
-floor that a generator evaluated with n samples should be compared against.
+floor that a generator evaluated with n samples should be compared against, and
+:func:`metrics_vs_sample_size` shows how FID and KID move with n.
 
 The image metrics work in the feature space of the course's digit classifier (chapter 02, its
 128-wide penultimate layer, see :class:`FeatureSpace`), not Inception-v3: the numbers are
@@ -63,9 +65,12 @@ __all__ = [
     "kid",
     "kid_from_features",
     "linear_probe",
+    "memorisation",
+    "metrics_vs_sample_size",
     "modes_covered",
     "nearest_neighbour_distance",
     "precision_recall",
+    "real_pair",
     "real_vs_real_floor",
 ]
 
@@ -436,17 +441,12 @@ def kid(
     )
 
 
-def real_vs_real_floor(
-    n: int, space: FeatureSpace | None = None, seed: int = 0
-) -> dict[str, float]:
-    """FID and KID between n training digits and n test digits, drawn at random with ``seed``.
-
-    Both sets are real MNIST, so this is what a perfect generator scores with n samples: the
-    floor that FIDs computed with n samples should be read against. The test split has 500
-    digits, hence n <= 500.
+def real_pair(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """n training digits and n held-out test digits, drawn at random with ``seed``: the two
+    real sets of :func:`real_vs_real_floor` (the same draw for the same n and seed).
 
     Returns:
-        ``{"fid": float, "kid": float}`` (KID is the mean over subsets).
+        (train_images, test_images), each (n, 1, 28, 28) float32 in [0, 1].
     """
     from .data import load_mnist
 
@@ -455,14 +455,85 @@ def real_vs_real_floor(
             f"n must be an int in [2, {TEST_SPLIT_SIZE}] (the test split has "
             f"{TEST_SPLIT_SIZE} digits), got {n!r}"
         )
-    space = FeatureSpace() if space is None else space
     x_train, _ = load_mnist("train")
     x_test, _ = load_mnist("test")
     g = torch.Generator().manual_seed(seed)
     real_a = x_train[torch.randperm(len(x_train), generator=g)[:n]]
     real_b = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+    return real_a, real_b
+
+
+def real_vs_real_floor(
+    n: int, space: FeatureSpace | None = None, seed: int = 0
+) -> dict[str, float]:
+    """FID and KID between n training digits and n test digits, drawn at random with ``seed``
+    (:func:`real_pair`).
+
+    Both sets are real MNIST, so this is what a perfect generator scores with n samples: the
+    floor that FIDs computed with n samples should be read against. The test split has 500
+    digits, hence n <= 500.
+
+    Returns:
+        ``{"fid": float, "kid": float}`` (KID is the mean over subsets).
+    """
+    real_a, real_b = real_pair(n, seed)
+    space = FeatureSpace() if space is None else space
     fa, fb = space.features(real_a), space.features(real_b)
     return {"fid": fid_from_features(fa, fb), "kid": kid_from_features(fa, fb, seed=seed)[0]}
+
+
+def metrics_vs_sample_size(
+    reference: Tensor | np.ndarray,
+    other: Tensor | np.ndarray,
+    sizes: list[int] | tuple[int, ...],
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """FID and KID between n features drawn from ``reference`` and n from ``other``, for each
+    n in ``sizes``: how the two estimates depend on the sample count.
+
+    Each of ``repeats`` draws takes n rows of each set at random without replacement; KID is
+    the unbiased estimate on the whole draw (one subset of m = n). FID's plug-in estimate is
+    biased upwards by roughly a constant over n (its expectation is close to linear in 1/n),
+    KID's expectation does not depend on n.
+
+    Args:
+        reference: (N_r, D) features, e.g. of held-out digits.
+        other: (N_o, D) features, e.g. of samples or of other real digits.
+        sizes: sample counts, each in [2, min(N_r, N_o)].
+        repeats: random draws per size (a size equal to both set sizes gives equal draws).
+        seed: seed of the draws.
+
+    Returns:
+        ``{"n", "fid_mean", "fid_std", "kid_mean", "kid_std"}``, arrays of len(sizes).
+    """
+    ref = _check_features(reference, "reference")
+    oth = _check_features(other, "other")
+    _check_pair(ref, oth)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    largest = min(len(ref), len(oth))
+    for n in sizes:
+        if isinstance(n, bool) or int(n) != n or not 2 <= n <= largest:
+            raise ValueError(f"every size must be an int in [2, {largest}], got {n!r}")
+    g = torch.Generator().manual_seed(seed)
+    fids, kids = [], []
+    for n in sizes:
+        per_size = []
+        for _ in range(repeats):
+            a = ref[torch.randperm(len(ref), generator=g)[: int(n)]]
+            b = oth[torch.randperm(len(oth), generator=g)[: int(n)]]
+            per_size.append((fid_from_features(a, b), _mmd2_unbiased(a, b)))
+        fids.append([f for f, _ in per_size])
+        kids.append([k for _, k in per_size])
+    fid_values, kid_values = np.asarray(fids), np.asarray(kids)  # (len(sizes), repeats)
+    return {
+        "n": np.asarray(sizes, dtype=int),
+        "fid_mean": fid_values.mean(1),
+        "fid_std": fid_values.std(1),
+        "kid_mean": kid_values.mean(1),
+        "kid_std": kid_values.std(1),
+    }
 
 
 # class histograms
@@ -574,6 +645,45 @@ def nearest_neighbour_distance(samples: Tensor, train: Tensor, batch_size: int =
     if not out:
         return torch.zeros(0, dtype=torch.float64, device=device)
     return torch.cat(out)
+
+
+def memorisation(
+    sample_distances: Tensor | np.ndarray, heldout_distances: Tensor | np.ndarray
+) -> dict[str, float]:
+    """Do samples sit closer to the training images than new real digits do?
+
+    Given each sample's distance to its nearest training image, :math:`d_g`
+    (:func:`nearest_neighbour_distance`), and the same distance for held-out real digits that
+    were never trained on, :math:`d_r`, returns
+
+    - ``nn_median`` and ``nn_median_heldout``: the medians of :math:`d_g` and :math:`d_r`;
+    - ``closer_than_heldout``: :math:`P(d_g < d_r)` over all pairs (ties count half), the
+      Mann-Whitney statistic of the data-copying test of Meehan et al. (2020) without its
+      cells. About 0.5 when samples are as far from the training set as new digits are; near 1
+      when samples hug training images (copying, or merely smooth "average" digits, which are
+      close in pixel distance to many images); near 0 when samples are far from any digit;
+    - ``copies``: the fraction of samples closer to a training image than *every* held-out
+      digit is, :math:`\\frac1{N_g}\\#\\{g : d_g < \\min_r d_r\\}`. New digits score about
+      :math:`1/(N_r + 1)`; a model that reproduces training images scores near 1.
+
+    Args:
+        sample_distances: (N_g,) distances of the samples, N_g >= 1.
+        heldout_distances: (N_r,) distances of held-out real digits, N_r >= 1.
+    """
+    d_g = _as_float64(sample_distances, "sample_distances").flatten()
+    d_r = _as_float64(heldout_distances, "heldout_distances").flatten()
+    if len(d_g) == 0 or len(d_r) == 0:
+        raise ValueError(f"need at least one distance in each set, got {len(d_g)} and {len(d_r)}")
+    sorted_r = d_r.sort().values
+    above = len(d_r) - torch.searchsorted(sorted_r, d_g, right=True)  # (N_g,) #{r: d_r > d_g}
+    ties = torch.searchsorted(sorted_r, d_g, right=True) - torch.searchsorted(sorted_r, d_g)
+    closer = (above + 0.5 * ties).sum() / (len(d_g) * len(d_r))
+    return {
+        "nn_median": d_g.quantile(0.5).item(),
+        "nn_median_heldout": d_r.quantile(0.5).item(),
+        "closer_than_heldout": closer.item(),
+        "copies": (d_g < d_r.min()).double().mean().item(),
+    }
 
 
 # likelihood units

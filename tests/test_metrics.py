@@ -21,9 +21,12 @@ from genai_course.metrics import (
     frechet_distance,
     kid_from_features,
     linear_probe,
+    memorisation,
+    metrics_vs_sample_size,
     modes_covered,
     nearest_neighbour_distance,
     precision_recall,
+    real_pair,
     real_vs_real_floor,
 )
 from genai_course.pretrained import load_pretrained
@@ -99,6 +102,23 @@ def test_fid_is_symmetric_and_grows_with_a_shift():
     assert near < far < farther
     # the mean term alone is |0.5 * 1|^2 = 16 * 0.25 = 4
     assert far - near == pytest.approx(4.0, rel=0.2)
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_fid_on_digit_features_matches_scipy_sqrtm(classifier, test_digits):
+    # the features FID is computed on in the course: 128-wide, 250 digits a side
+    x, _ = test_digits
+    space = FeatureSpace(classifier)
+    f1, f2 = space.features(x[:250]), space.features(x[250:])
+    assert fid_from_features(f1, f2) == pytest.approx(_scipy_frechet(f1, f2), rel=1e-6)
+    # 26 of the 128 ReLU units never fire on these digits: their zero-variance columns make the
+    # covariances singular (scipy warns) but add nothing to the distance
+    alive = (f1.std(0) > 0) | (f2.std(0) > 0)
+    assert alive.sum() < 128
+    assert fid_from_features(f1[:, alive], f2[:, alive]) == pytest.approx(
+        fid_from_features(f1, f2), rel=1e-6
+    )
+    assert fid(x[:250], x[:250], space) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_fid_rejects_features_of_different_widths():
@@ -243,6 +263,33 @@ def test_fid_of_images_separates_real_from_noise(classifier, test_digits):
     assert real_vs_real < real_vs_noise / 10
 
 
+def test_real_pair_is_the_draw_of_the_floor(classifier):
+    space = FeatureSpace(classifier)
+    train_part, test_part = real_pair(60, seed=2)
+    assert train_part.shape == test_part.shape == (60, 1, 28, 28)
+    f_a, f_b = space.features(train_part), space.features(test_part)
+    assert real_vs_real_floor(60, space, seed=2)["fid"] == pytest.approx(
+        fid_from_features(f_a, f_b)
+    )
+
+
+def test_fid_is_biased_with_few_samples_and_kid_is_not():
+    # two samples of one distribution: FID's expectation falls with n, KID's stays at 0
+    a, b = _isotropic(1000, 8, seed=1), _isotropic(1000, 8, seed=2)
+    curve = metrics_vs_sample_size(a, b, [20, 100, 500], repeats=10)
+    assert list(curve["n"]) == [20, 100, 500]
+    assert curve["fid_mean"][0] > 3 * curve["fid_mean"][-1]
+    assert np.all(np.diff(curve["fid_mean"]) < 0)
+    # plug-in bias at n = 20 is about D (D + 1) / (2 n) > 1; KID stays within its noise of 0
+    assert curve["fid_mean"][0] > 1.0
+    assert np.all(np.abs(curve["kid_mean"]) < 3 * curve["kid_std"] / np.sqrt(10) + 1e-3)
+
+
+def test_metrics_vs_sample_size_rejects_sizes_beyond_the_sets():
+    with pytest.raises(ValueError, match=r"int in \[2, 30\]"):
+        metrics_vs_sample_size(_isotropic(30, 2, 0), _isotropic(40, 2, 1), [10, 31])
+
+
 def test_real_vs_real_floor_is_positive_and_capped_by_the_test_split(classifier):
     floor = real_vs_real_floor(200, FeatureSpace(classifier))
     assert set(floor) == {"fid", "kid"}
@@ -270,6 +317,31 @@ def test_nearest_neighbour_distance_of_a_perturbed_image():
     sample = train[7:8] + 0.01
     d = nearest_neighbour_distance(sample, train)
     assert d.item() == pytest.approx(0.01 * 28, rel=1e-6)
+
+
+def test_memorisation_flags_copies_of_training_images():
+    train, _ = load_mnist("train")
+    val, _ = load_mnist("val")
+    test, _ = load_mnist("test")
+    heldout = nearest_neighbour_distance(test[:200], train)
+    copies = memorisation(nearest_neighbour_distance(train[:100], train), heldout)
+    assert copies["copies"] == 1.0 and copies["closer_than_heldout"] == 1.0
+    assert copies["nn_median"] == 0.0
+    # other new digits are as far from the training set as the held-out ones
+    new = memorisation(nearest_neighbour_distance(val[:200], train), heldout)
+    assert abs(new["closer_than_heldout"] - 0.5) < 0.1
+    assert new["copies"] < 0.03
+    assert new["nn_median"] == pytest.approx(new["nn_median_heldout"], rel=0.1)
+
+
+def test_memorisation_statistic_by_hand():
+    result = memorisation(torch.tensor([1.0, 2.0, 5.0]), torch.tensor([2.0, 3.0]))
+    # pairs (g, r) with d_g < d_r: (1,2) (1,3) (2,3) = 3, one tie (2,2) counts half: 3.5 / 6
+    assert result["closer_than_heldout"] == pytest.approx(3.5 / 6)
+    assert result["copies"] == pytest.approx(1 / 3)  # only 1.0 is below min(d_r) = 2
+    assert result["nn_median"] == 2.0 and result["nn_median_heldout"] == 2.5
+    with pytest.raises(ValueError, match="at least one distance"):
+        memorisation(torch.zeros(0), torch.ones(3))
 
 
 # likelihood units
