@@ -195,34 +195,35 @@ def generate_labelled(
     Works with the course's three conditional families: a :class:`~genai_course.models.vae.VAE`
     or :class:`~genai_course.models.gan.GAN` (``model.sample(n, labels, generator=...)``) and a
     :class:`~genai_course.models.diffusion.Diffusion` model (DDIM with ``ddim_steps`` steps and
-    classifier-free guidance scale ``guidance``). The label of a sample is the label it was
+    classifier-free guidance scale ``guidance``), drawn through
+    :func:`~genai_course.generators.sample_digits`. The label of a sample is the label it was
     *asked* for: a generator that draws the wrong digit adds label noise.
 
     Returns:
         ``(x, y)``: (K per_class, C, H, W) images in [0, 1] on the CPU and (K per_class,) int64
         labels, grouped by class.
     """
+    from .generators import sample_digits
+    from .models.diffusion import Diffusion
+
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
         raise ValueError(f"per_class must be an int >= 1, got {per_class!r}")
     labels = torch.arange(num_classes).repeat_interleave(per_class)
-    g = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
-        chunks = []
-        for part in labels.split(batch_size):
-            if hasattr(model, "ddim_sample"):
-                out = model.ddim_sample(
-                    len(part), steps=ddim_steps, y=part, guidance=guidance, generator=g
-                )
-            elif hasattr(model, "sample"):
-                out = model.sample(len(part), part, generator=g)
-            else:
-                raise TypeError(f"{type(model).__name__} has neither sample nor ddim_sample")
-            chunks.append(out.detach().float().cpu().clamp(0, 1))
+        x = sample_digits(
+            model,
+            len(labels),
+            labels=labels,
+            seed=seed,
+            steps=ddim_steps,
+            guidance=guidance if isinstance(model, Diffusion) else None,
+            batch_size=batch_size,
+        )
     finally:
         model.train(was_training)
-    return torch.cat(chunks), labels
+    return x, labels
 
 
 def train_few_shot_cvae(

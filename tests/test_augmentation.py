@@ -139,8 +139,10 @@ def test_generate_labelled_asks_each_class_for_per_class_samples():
     assert x.min() >= 0 and x.max() <= 1
     assert torch.equal(generate_labelled(model, per_class=3, seed=0)[0], x)
     assert model.training  # the mode is restored
-    with pytest.raises(TypeError, match="neither sample nor ddim_sample"):
+    with pytest.raises(ValueError, match="cannot sample digits from a Linear"):
         generate_labelled(torch.nn.Linear(2, 2), per_class=1)
+    with pytest.raises(ValueError, match="unconditional"):
+        generate_labelled(VAE(VAEConfig(latent_dim=2, hidden=16)), per_class=1)
     with pytest.raises(ValueError, match="per_class"):
         generate_labelled(model, per_class=0)
 
