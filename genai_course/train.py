@@ -643,6 +643,14 @@ class Trainer:
             for t in list(self.model.parameters()) + list(self.model.buffers()):
                 dist.broadcast(t.data, src=0)
 
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's buffers to every rank. Each rank's forward passes update buffers such as
+        batch-norm running statistics from its own shard (DDP only syncs them at the next
+        forward), so without this the ranks would evaluate, and might keep, different models."""
+        with torch.no_grad():
+            for t in self.model.buffers():
+                dist.broadcast(t.data, src=0)
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
             return contextlib.nullcontext()
@@ -814,6 +822,8 @@ class Trainer:
                     self.save_checkpoint()
         finally:
             bar.close()
+        if self.world_size > 1:
+            self._broadcast_buffers()  # the ranks end with identical models
         if c.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         for cb in self.callbacks:
@@ -828,6 +838,8 @@ class Trainer:
         ``metrics_fn(model)``, in eval mode.  Keys: ``val_loss`` for a single objective,
         ``val_<name>_loss`` for several."""
         data = self.val_data if data is None else data
+        if self.world_size > 1:
+            self._broadcast_buffers()  # every rank evaluates the same model
         was_training = self.model.training
         self.model.eval()
         out: dict[str, float] = {}
