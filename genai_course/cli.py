@@ -6,12 +6,15 @@ Examples::
     genai-course train classifier --profile full --out genai_course/pretrained
     genai-course sample gmm-ring --n 2000 --out ring.png
     genai-course bench trainer
+    genai-course bench precision --compile
+    genai-course bench all --tiny
     torchrun --nproc_per_node=2 -m genai_course.cli train classifier --profile smoke --out runs/ddp
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -123,15 +126,101 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import bench_trainer
+    from .bench import BENCHES, TINY, summary
 
-    if args.what == "trainer":
-        result = bench_trainer(
-            steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, device=args.device
-        )
-        print(json.dumps(result))
-        print(f"trainer/raw step-time ratio: {result['ratio']:.2f}")
+    names = list(BENCHES) if args.what == "all" else [args.what]
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "what", "func", "tiny") and v is not None
+    }
+    results = []
+    for name in names:
+        fn = BENCHES[name]
+        kwargs = dict(TINY[name]) if args.tiny else {}
+        params = inspect.signature(fn).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs.update({k: v for k, v in given.items() if takes_any or k in params})
+        result = fn(**kwargs)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    for result in results:
+        print(summary(result))
     return 0
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(","))
+
+
+def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
+    """``genai-course bench WHAT [options]``: options left out take the benchmark's default
+    (or, with ``--tiny``, its CI size)."""
+    from .bench import BENCHES
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    common.add_argument("--tiny", action="store_true", help="CI sizes: seconds per benchmark")
+    common.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
+
+    p = sub.add_parser(
+        "bench", help="benchmarks printing JSON lines, then a one-line summary of each"
+    )
+    what = p.add_subparsers(dest="what", required=True)
+    b = what.add_parser("trainer", parents=[common], help="the Trainer against a raw loop")
+    b.add_argument("--steps", type=int, default=None)
+    b.add_argument("--batch-size", type=int, default=None)
+    b = what.add_parser("precision", parents=[common], help="fp32, bf16, channels_last, compile")
+    b.add_argument("--models", type=_names, default=None, help="e.g. unet,gpt")
+    b.add_argument("--variants", type=_names, default=None, help="e.g. fp32,bf16,compile")
+    b.add_argument("--compile", action="store_true", default=None, help="add torch.compile")
+    b.add_argument(
+        "--no-compile-cache",
+        dest="compile_cache",
+        action="store_false",
+        default=None,
+        help="compile from scratch, ignoring the on-disk caches of earlier runs",
+    )
+    b.add_argument("--profile", default=None, help="model sizes: smoke, cpu or full")
+    b.add_argument("--unet-batch", type=int, default=None)
+    b.add_argument("--gpt-batch", type=int, default=None)
+    b.add_argument("--steps", type=int, default=None)
+    b = what.add_parser("batch-size", parents=[common], help="throughput against batch size")
+    b.add_argument("--models", type=_names, default=None)
+    b.add_argument("--batch-sizes", type=_ints, default=None, help="e.g. 1,4,16,64")
+    b.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
+    b.add_argument("--profile", default=None)
+    b.add_argument("--steps", type=int, default=None)
+    b = what.add_parser("optimizer", parents=[common], help="AdamW: for-loop, foreach, fused")
+    b.add_argument("--models", type=_names, default=None)
+    b.add_argument("--profile", default=None)
+    b.add_argument("--steps", type=int, default=None)
+    b = what.add_parser("dataloading", parents=[common], help="TensorLoader vs DataLoader")
+    b.add_argument("--batch-size", type=int, default=None)
+    b.add_argument("--batches", type=int, default=None)
+    b.add_argument("--workers", type=_ints, default=None, help="e.g. 0,2")
+    b = what.add_parser("sampling", parents=[common], help="DDPM vs DDIM; KV cache")
+    b.add_argument("--n-images", type=int, default=None)
+    b.add_argument("--ddim-steps", type=_ints, default=None, help="e.g. 10,50")
+    b.add_argument("--new-tokens", type=int, default=None)
+    b.add_argument(
+        "--untrained",
+        dest="pretrained",
+        action="store_false",
+        default=None,
+        help="fresh models of the smoke size instead of the shipped ones",
+    )
+    b = what.add_parser("ddp", parents=[common], help="torchrun training, replicas checked")
+    b.add_argument("--model", default=None, help="the recipe (default classifier)")
+    b.add_argument("--profile", default=None)
+    b.add_argument("--nproc", type=int, default=None)
+    b.add_argument("--folder", default=None, help="keep the run's files here (default: temporary)")
+    what.add_parser("all", parents=[common], help=f"all of: {', '.join(BENCHES)}")
+    p.set_defaults(func=_cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,13 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a .png picture or a .safetensors tensor file")
     p.set_defaults(func=_cmd_sample)
 
-    p = sub.add_parser("bench", help="benchmarks printing JSON and a one-line summary")
-    p.add_argument("what", choices=("trainer",))
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=_cmd_bench)
+    _add_bench_parsers(sub)
     return parser
 
 
