@@ -8,7 +8,7 @@ denoising chain); :func:`sample_digits` hides the differences::
     images = sample_digits("gan-cgan-mnist", 100, seed=0)  # (100, 1, 28, 28) in [0, 1]
 
 Conditional models get balanced labels 0, 1, ..., 9, 0, 1, ... unless told otherwise
-(:func:`balanced_labels`). :func:`test_nll` gives the held-out negative log-likelihood of
+(:func:`balanced_labels`). :func:`heldout_nll` gives the held-out negative log-likelihood of
 the models that have one, and :func:`evaluation_table` scores every generator against the same
 held-out test digits with the sample metrics of :mod:`genai_course.metrics`.
 """
@@ -36,10 +36,10 @@ __all__ = [
     "evaluate_images",
     "evaluation_reference",
     "evaluation_table",
+    "heldout_nll",
     "load_generator",
     "sample_digits",
     "table_markdown",
-    "test_nll",
 ]
 
 NUM_CLASSES = 10
@@ -301,7 +301,7 @@ def sample_digits(
 # likelihoods
 
 
-def test_nll(
+def heldout_nll(
     generator: str | DigitGenerator,
     *,
     k: int = 1000,
@@ -394,9 +394,6 @@ def test_nll(
         "note": note,
         **extra,
     }
-
-
-test_nll.__test__ = False  # a library function, not a pytest test, whatever its name
 
 
 # the evaluation table
@@ -517,9 +514,9 @@ def evaluation_table(
     samples against the same n held-out test digits.
 
     Each row has ``model``, ``chapter``, ``conditional``, the metrics of
-    :func:`evaluate_images`, ``nll_bits_per_dim`` (from :func:`test_nll` with ``nll_k``
+    :func:`evaluate_images`, ``nll_bits_per_dim`` (from :func:`heldout_nll` with ``nll_k``
     importance samples, for models with a pixel likelihood; NaN otherwise or when ``nll_k`` is
-    None; ``likelihoods`` maps names to :func:`test_nll` results already computed, which are
+    None; ``likelihoods`` maps names to :func:`heldout_nll` results already computed, which are
     used instead), ``nll_note`` and ``seconds`` (the time to draw the n samples). Conditional models
     are drawn with :func:`balanced_labels`, diffusion models with ``steps`` DDIM steps.
 
@@ -557,7 +554,7 @@ def evaluation_table(
         nll, note = math.nan, "not computed" if gen.spec.likelihood else "no likelihood"
         result = (likelihoods or {}).get(name)
         if result is None and gen.spec.likelihood is not None and nll_k is not None:
-            result = test_nll(gen, k=nll_k, seed=seed)
+            result = heldout_nll(gen, k=nll_k, seed=seed)
         if result is not None:
             note = result["note"]
             if result["comparable"]:

@@ -112,7 +112,7 @@ def test_errors_name_what_was_expected(loaded):
 
 def test_vae_nll_is_in_nats_per_image_and_bits_per_dim(loaded):
     x = torch.rand(8, 1, 28, 28).round()
-    result = G.test_nll(loaded["vae-mnist"], k=4, images=x)
+    result = G.heldout_nll(loaded["vae-mnist"], k=4, images=x)
     assert result["comparable"] and result["n"] == 8 and result["k"] == 4
     assert result["nll_nats"] > 0
     assert result["bits_per_dim"] == pytest.approx(result["nll_nats"] / (784 * math.log(2)))
@@ -123,7 +123,7 @@ def test_cvae_marginal_nll_is_at_most_the_label_given_one_plus_log10(loaded):
     from genai_course.data import load_mnist
 
     x, y = load_mnist("test")
-    result = G.test_nll(loaded["cvae-mnist"], k=3, images=x[:20], labels=y[:20])
+    result = G.heldout_nll(loaded["cvae-mnist"], k=3, images=x[:20], labels=y[:20])
     assert result["nll_nats"] <= result["nll_given_label_nats"] + math.log(10) + 1e-9
     assert result["comparable"]
 
@@ -131,7 +131,7 @@ def test_cvae_marginal_nll_is_at_most_the_label_given_one_plus_log10(loaded):
 def test_vqvae_nll_is_over_codes_and_not_comparable(loaded):
     from genai_course.data import load_mnist
 
-    result = G.test_nll(loaded["vqvae-mnist"], images=load_mnist("test")[0][:50])
+    result = G.heldout_nll(loaded["vqvae-mnist"], images=load_mnist("test")[0][:50])
     assert not result["comparable"] and result["bits_per_dim"] is None
     assert result["nll_nats"] == pytest.approx(49 * result["bits_per_code"] * math.log(2))
     assert 0 < result["bits_per_code"] < math.log2(64)  # better than a uniform prior
@@ -140,7 +140,7 @@ def test_vqvae_nll_is_over_codes_and_not_comparable(loaded):
 @pytest.mark.parametrize("name", ["gan-dcgan-mnist", "diffusion-mnist"])
 def test_models_without_a_computed_likelihood_say_so(loaded, name):
     with pytest.raises(ValueError, match=f"{name} has no likelihood"):
-        G.test_nll(loaded[name])
+        G.heldout_nll(loaded[name])
 
 
 # evaluation
