@@ -315,6 +315,87 @@ def test_torch_compile_trains_to_the_same_loss_as_eager():
     assert losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
+def _course_losses(tiny_unet):
+    """Training losses of the course models whose inputs are checked by value (pixel, label,
+    timestep and token ranges): name -> (model, loss of a batch, a valid batch)."""
+    from genai_course.models.diffusion import Diffusion, DiffusionConfig
+    from genai_course.models.gan import GAN, GANConfig
+    from genai_course.models.gpt import GPT, GPTConfig
+    from genai_course.models.text_encoder import (
+        TextConditionedUNet,
+        TextEncoder,
+        TextEncoderConfig,
+    )
+    from genai_course.models.vae import VAE, VAEConfig
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 1, 8, 8, generator=g), torch.randint(0, 3, (4,), generator=g)
+    digits = torch.rand(4, 1, 28, 28, generator=g)
+    words = TextEncoderConfig(vocabulary=("a", "thick", "seven"), max_words=3, width=16,
+                              layers=1, heads=2, out_dim=8)  # fmt: skip
+    text_net = TextConditionedUNet(tiny_unet(cond_dim=8), TextEncoder(words))
+    ids = torch.tensor([[1, 2, 3], [3, 0, 0], [0, 0, 0], [2, 3, 0]])
+    diffusion = Diffusion(tiny_unet(num_classes=3), DiffusionConfig(image_shape=(1, 8, 8)))
+    text_diffusion = Diffusion(text_net, DiffusionConfig(image_shape=(1, 8, 8)))
+    vae = VAE(VAEConfig(image_size=8, latent_dim=2, hidden=16, num_classes=3))
+    gan = GAN(GANConfig(arch="dcgan", num_classes=3, hidden=(32, 64), width=8))
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    tokens = torch.randint(0, 11, (2, 9), generator=g)
+
+    def gpt_loss(b):
+        return F.cross_entropy(gpt(b[0])[0].flatten(0, 1), b[1].flatten())
+
+    return {
+        "class diffusion": (diffusion, diffusion.loss, (x, y)),
+        "text diffusion": (text_diffusion, text_diffusion.loss, (x, ids)),
+        "conditional vae": (vae, vae.loss, (x, y)),
+        "conditional gan, generator": (gan, gan.generator_loss, (digits, y)),
+        "conditional gan, discriminator": (gan, gan.discriminator_loss, (digits, y)),
+        "gpt": (gpt, gpt_loss, (tokens[:, :-1], tokens[:, 1:])),
+    }
+
+
+_TRACED = (
+    "class diffusion",
+    "text diffusion",
+    "conditional vae",
+    "conditional gan, generator",
+    "conditional gan, discriminator",
+    "gpt",
+)
+
+
+@pytest.mark.parametrize("name", _TRACED)
+def test_course_losses_trace_into_one_graph_for_torch_compile(name, tiny_unet):
+    # A check that reads the data (``bool(x.min() < 0)``) breaks a compiled step in two and
+    # syncs with the host on every step; genai_course.data.check_values turns such checks off
+    # while dynamo traces.  fullgraph=True raises at the first graph break; the "eager" backend
+    # traces without generating code, so this runs in a second.
+    model, loss_fn, batch = _course_losses(tiny_unet)[name]
+    model.eval()  # no dropout: the traced and the eager loss see the same computation
+
+    def loss_of(b):
+        out = loss_fn(b)
+        return out[0] if isinstance(out, tuple) else out
+
+    torch._dynamo.reset()
+    traced_fn = torch.compile(loss_of, backend="eager", fullgraph=True)
+    torch.manual_seed(0)  # the same noise and timesteps in both calls
+    traced = traced_fn(batch)
+    torch.manual_seed(0)
+    assert traced.item() == pytest.approx(loss_of(batch).item(), rel=1e-5)
+
+
+def test_value_checks_still_run_outside_compile(tiny_unet):
+    from genai_course.models.diffusion import Diffusion, DiffusionConfig
+
+    d = Diffusion(tiny_unet(num_classes=3), DiffusionConfig(image_shape=(1, 8, 8)))
+    with pytest.raises(ValueError, match=r"pixels in \[0, 1\]"):
+        d.loss((torch.full((2, 1, 8, 8), 2.0), torch.tensor([0, 1])))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        d.loss((torch.rand(2, 1, 8, 8), torch.tensor([0, 3])))
+
+
 DDP_WORKER = textwrap.dedent("""
     import json, os, sys
     import torch, torch.nn.functional as F
