@@ -609,7 +609,7 @@ class Trainer:
                 fwd = torch.compile(fwd)
             self._forward[obj.name] = fwd
         if self.world_size > 1 and not self._ddp:
-            self._broadcast_parameters()
+            self._broadcast_from_rank0(parameters=True)
 
     # -- set-up helpers ---------------------------------------------------------------------
 
@@ -638,17 +638,16 @@ class Trainer:
             return torch.optim.SGD(params, lr=lr, momentum=c.momentum, weight_decay=wd, **fused)
         return torch.optim.RMSprop(params, lr=lr, momentum=c.momentum, weight_decay=wd)
 
-    def _broadcast_parameters(self) -> None:
+    def _broadcast_from_rank0(self, parameters: bool = False) -> None:
+        """Rank 0's buffers (and with ``parameters`` its parameters) to every rank. Each rank's
+        forward passes update buffers such as batch-norm running statistics from its own shard
+        (DDP only syncs them at the next forward), so without this the ranks would evaluate,
+        and might keep, different models."""
+        tensors = list(self.model.buffers())
+        if parameters:
+            tensors += list(self.model.parameters())
         with torch.no_grad():
-            for t in list(self.model.parameters()) + list(self.model.buffers()):
-                dist.broadcast(t.data, src=0)
-
-    def _broadcast_buffers(self) -> None:
-        """Rank 0's buffers to every rank. Each rank's forward passes update buffers such as
-        batch-norm running statistics from its own shard (DDP only syncs them at the next
-        forward), so without this the ranks would evaluate, and might keep, different models."""
-        with torch.no_grad():
-            for t in self.model.buffers():
+            for t in tensors:
                 dist.broadcast(t.data, src=0)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -823,7 +822,7 @@ class Trainer:
         finally:
             bar.close()
         if self.world_size > 1:
-            self._broadcast_buffers()  # the ranks end with identical models
+            self._broadcast_from_rank0()  # the ranks end with identical models
         if c.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         for cb in self.callbacks:
@@ -839,7 +838,7 @@ class Trainer:
         ``val_<name>_loss`` for several."""
         data = self.val_data if data is None else data
         if self.world_size > 1:
-            self._broadcast_buffers()  # every rank evaluates the same model
+            self._broadcast_from_rank0()  # every rank evaluates the same model
         was_training = self.model.training
         self.model.eval()
         out: dict[str, float] = {}
