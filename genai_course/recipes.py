@@ -111,18 +111,24 @@ def classifier_config(profile: str, **overrides: Any) -> TrainConfig:
     return TrainConfig(**kw)
 
 
-def train_classifier(opts: RunOptions) -> dict[str, Any]:
-    """Train :class:`~genai_course.models.DigitClassifier` on the 4,000 MNIST training digits
-    (random shifts of up to 2 pixels as augmentation), keep the weights with the best
-    validation accuracy, and report the accuracy on the 500 held-out test digits."""
+def _digit_classifier_setup(opts: RunOptions) -> tuple[Any, TensorLoader, tuple, tuple]:
+    """What both digit-classifier recipes start from: a fresh :class:`DigitClassifier`
+    normalised with the training digits' mean and std, a loader over the 4,000 training digits
+    with random shifts of up to 2 pixels, and the (images, labels) of the val and test splits."""
     from .models import ClassifierConfig, DigitClassifier
 
     torch.manual_seed(opts.seed)
     x, y = data.load_mnist("train")
-    xv, yv = data.load_mnist("val")
-    xt, yt = data.load_mnist("test")
     model = DigitClassifier(ClassifierConfig(mean=float(x.mean()), std=float(x.std())))
     loader = TensorLoader(x, y, batch_size=128, seed=opts.seed, transform=data.random_shift)
+    return model, loader, data.load_mnist("val"), data.load_mnist("test")
+
+
+def train_classifier(opts: RunOptions) -> dict[str, Any]:
+    """Train :class:`~genai_course.models.DigitClassifier` on the 4,000 MNIST training digits
+    (random shifts of up to 2 pixels as augmentation), keep the weights with the best
+    validation accuracy, and report the accuracy on the 500 held-out test digits."""
+    model, loader, (xv, yv), (xt, yt) = _digit_classifier_setup(opts)
     config = classifier_config(opts.profile, **opts.trainer_settings())
     trainer = Trainer(
         model,
@@ -174,14 +180,8 @@ def train_robust_classifier(opts: RunOptions) -> dict[str, Any]:
     accuracy on 200 validation digits are kept. Reports clean, FGSM and PGD accuracy on the
     500 held-out test digits at eps 0.05, 0.1 and 0.2."""
     from .adversarial import AdversarialLoss, robust_accuracy
-    from .models import ClassifierConfig, DigitClassifier
 
-    torch.manual_seed(opts.seed)
-    x, y = data.load_mnist("train")
-    xv, yv = data.load_mnist("val")
-    xt, yt = data.load_mnist("test")
-    model = DigitClassifier(ClassifierConfig(mean=float(x.mean()), std=float(x.std())))
-    loader = TensorLoader(x, y, batch_size=128, seed=opts.seed, transform=data.random_shift)
+    model, loader, (xv, yv), (xt, yt) = _digit_classifier_setup(opts)
     steps = pick(smoke=4, cpu=300, full=2000, profile=opts.profile)
     config = classifier_config(
         opts.profile, steps=steps, monitor="val_robust_acc", **opts.trainer_settings()
