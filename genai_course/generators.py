@@ -229,13 +229,11 @@ def _draw(
     kind, model = gen.spec.kind, gen.model
     device = next(model.parameters()).device
     y = None if labels is None else labels.to(device)
-    if kind == "vae":
+    if kind in ("vae", "gan"):
         return model.sample(n, y, generator=g)
     if kind == "vqvae":
         vqvae, prior = gen.modules
         return vqvae.decode_codes(prior.sample(n, generator=g))
-    if kind == "gan":
-        return model.sample(n, y, generator=g)
     if kind == "diffusion":
         return model.ddim_sample(n, steps=steps, y=y, guidance=guidance, generator=g)
     if kind == "text-diffusion":

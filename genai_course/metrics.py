@@ -517,16 +517,13 @@ def metrics_vs_sample_size(
         if isinstance(n, bool) or int(n) != n or not 2 <= n <= largest:
             raise ValueError(f"every size must be an int in [2, {largest}], got {n!r}")
     g = torch.Generator().manual_seed(seed)
-    fids, kids = [], []
-    for n in sizes:
-        per_size = []
-        for _ in range(repeats):
+    values = np.empty((len(sizes), repeats, 2))  # (size, draw, [FID, KID])
+    for i, n in enumerate(sizes):
+        for j in range(repeats):
             a = ref[torch.randperm(len(ref), generator=g)[: int(n)]]
             b = oth[torch.randperm(len(oth), generator=g)[: int(n)]]
-            per_size.append((fid_from_features(a, b), _mmd2_unbiased(a, b)))
-        fids.append([f for f, _ in per_size])
-        kids.append([k for _, k in per_size])
-    fid_values, kid_values = np.asarray(fids), np.asarray(kids)  # (len(sizes), repeats)
+            values[i, j] = fid_from_features(a, b), _mmd2_unbiased(a, b)
+    fid_values, kid_values = values[..., 0], values[..., 1]
     return {
         "n": np.asarray(sizes, dtype=int),
         "fid_mean": fid_values.mean(1),
@@ -675,8 +672,9 @@ def memorisation(
     if len(d_g) == 0 or len(d_r) == 0:
         raise ValueError(f"need at least one distance in each set, got {len(d_g)} and {len(d_r)}")
     sorted_r = d_r.sort().values
-    above = len(d_r) - torch.searchsorted(sorted_r, d_g, right=True)  # (N_g,) #{r: d_r > d_g}
-    ties = torch.searchsorted(sorted_r, d_g, right=True) - torch.searchsorted(sorted_r, d_g)
+    at_most = torch.searchsorted(sorted_r, d_g, right=True)  # (N_g,) #{r: d_r <= d_g}
+    above = len(d_r) - at_most  # #{r: d_r > d_g}
+    ties = at_most - torch.searchsorted(sorted_r, d_g)  # #{r: d_r == d_g}
     closer = (above + 0.5 * ties).sum() / (len(d_g) * len(d_r))
     return {
         "nn_median": d_g.quantile(0.5).item(),
