@@ -122,23 +122,24 @@ def bench_trainer(
     # Each pair ran back to back, so the ratio within a pair cancels slow drifts in machine
     # load; the median over pairs is robust to the odd disturbed run.
     ratio = statistics.median(t / r for t, r in zip(tr, raw))
+    (raw_ms, raw_all), (tr_ms, tr_all) = _ms(raw), _ms(tr)
     return {
-        "bench": "trainer",
-        "device": str(dev),
-        "model": "DigitClassifier",
-        "batch_size": batch_size,
-        "steps": steps,
-        "repeats": repeats,
-        "raw_ms_per_step": round(statistics.median(raw) * 1e3, 3),
-        "trainer_ms_per_step": round(statistics.median(tr) * 1e3, 3),
-        "raw_ms_min": round(min(raw) * 1e3, 3),
-        "trainer_ms_min": round(min(tr) * 1e3, 3),
-        "raw_ms_all": [round(v * 1e3, 3) for v in raw],
-        "trainer_ms_all": [round(v * 1e3, 3) for v in tr],
+        **_header(
+            "trainer",
+            dev,
+            model="DigitClassifier",
+            batch_size=batch_size,
+            steps=steps,
+            repeats=repeats,
+        ),
+        "raw_ms_per_step": raw_ms,
+        "trainer_ms_per_step": tr_ms,
+        "raw_ms_min": min(raw_all),
+        "trainer_ms_min": min(tr_all),
+        "raw_ms_all": raw_all,
+        "trainer_ms_all": tr_all,
         "ratio": round(ratio, 4),
         "ratio_of_mins": round(min(tr) / min(raw), 4),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
     }
 
 
