@@ -43,7 +43,8 @@ book: notebooks
 	$(MAKE) site
 
 lint: install
-	$(VENV)/bin/ruff check genai_course tests notebooks
+	$(VENV)/bin/ruff check genai_course tests notebooks scripts
+	$(PY) scripts/check_typed_figures.py
 
 unit: install
 	$(PY) -m pytest tests -q --durations=15

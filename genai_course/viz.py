@@ -105,3 +105,36 @@ def plot_density_2d(
     if title:
         ax.set_title(title)
     return ax
+
+
+class _Figure:
+    """A measured value with the text it is shown as (MyST-NB's ``{glue:text}`` uses its repr)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def glue(name: str, value, fmt: str = "{}", *, show: bool = True) -> str:
+    """Put a measured ``value`` into the book's prose under ``name``, and return its text.
+
+    ``fmt`` formats the value (``"{:.3f}"``, ``"{:.1%}"``, ``"{:,}"``). On the built site the
+    markdown refers to it as ``{glue:text}`name```; the text is stored with MyST-NB's ``glue``
+    when that is installed (the ``book`` extra). With ``show`` (the default) it is also printed as
+    ``name = text``, so that a reader of the notebook in JupyterLab, where the role is not rendered,
+    sees the figure in the output of the cell that measured it.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"expected a glue name that is a Python identifier, got {name!r}")
+    text = fmt.format(value)
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:  # plain Jupyter or Colab without the book extra: printing is enough
+        myst_glue = None
+    if myst_glue is not None:
+        myst_glue(name, _Figure(text), display=False)
+    if show:
+        print(f"{name} = {text}")
+    return text
