@@ -97,6 +97,23 @@ def test_top_k_and_top_p_keep_only_the_allowed_tokens():
     assert (cold == 0).float().mean() > 0.99
 
 
+def test_top_p_of_one_keeps_every_token(monkeypatch):
+    # the tail's probability 2e-9 is lost in float32's 1 + 2e-9, so the cumulative sum of the
+    # sorted probabilities reaches 1.0 at the first token already
+    logits = torch.tensor([[0.0, -20.0, -20.0], [0.0, 1.0, 2.0]])
+    seen = []
+    multinomial = torch.multinomial
+    monkeypatch.setattr(
+        torch,
+        "multinomial",
+        lambda probs, *a, **kw: seen.append(probs) or multinomial(probs, *a, **kw),
+    )
+    sample_next(logits, top_p=1.0)
+    sample_next(logits)
+    assert (seen[0] > 0).all()  # nothing filtered: the same distribution as without top_p
+    torch.testing.assert_close(seen[0], seen[1])
+
+
 def test_generation_rejects_bad_input_with_clear_errors():
     model = _gpt()
     with pytest.raises(ValueError, match="longer than the block size 32"):

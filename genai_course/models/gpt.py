@@ -308,7 +308,11 @@ def sample_next(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """One token per row from logits (B, V) -> (B, 1), with the decoding rules of
-    :meth:`GPT.generate`."""
+    :meth:`GPT.generate`.
+
+    ``top_p`` in (0, 1] keeps the smallest set of most likely tokens whose probabilities add up
+    to at least ``top_p``; ``top_p=1`` keeps every token (sampling as without it).
+    """
     if greedy:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
@@ -317,9 +321,11 @@ def sample_next(
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    # p = 1 keeps every token, so skip the filter: its float32 cumulative sum reaches 1.0
+    # before the last tokens and would drop a tail of tiny probabilities
+    if top_p is not None and top_p < 1:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         cum = sorted_logits.softmax(-1).cumsum(-1)
         # drop a token when the tokens before it already reach top_p (the first always stays)
