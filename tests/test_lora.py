@@ -299,3 +299,23 @@ def test_lora_of_rank_r_fits_a_rank_r_update_exactly_and_rank_r_minus_1_cannot()
     assert errors[r] < 1e-3
     # Eckart-Young: no rank r - 1 matrix is closer than the r-th singular value
     assert errors[r - 1] > 0.99 * (sigma[r - 1] / update.norm()).item()
+
+
+def test_houlsby_placement_puts_two_identity_adapters_in_each_block():
+    model = _gpt()
+    x = _tokens()
+    before, _ = model(x)
+    names = add_adapters(model, ("attn", "mlp"), bottleneck=4)
+    assert names == [f"blocks.{i}.{m}" for i in range(LAYERS) for m in ("attn", "mlp")]
+    assert torch.equal(model(x)[0], before)
+    with torch.no_grad():
+        model.blocks[0].attn.adapter.up.bias.fill_(0.5)  # on the attention's output, not its cache
+    assert not torch.allclose(model(x)[0], before)
+
+
+def test_a_new_adapter_first_gets_gradient_in_its_up_projection_only():
+    adapter = Adapter(8, 3)
+    adapter(torch.randn(5, 8)).pow(2).sum().backward()
+    assert adapter.up.weight.grad.abs().sum() > 0 and adapter.up.bias.grad.abs().sum() > 0
+    assert torch.count_nonzero(adapter.down.weight.grad) == 0  # W_up = 0 blocks the way back
+    assert torch.count_nonzero(adapter.down.bias.grad) == 0

@@ -12,9 +12,16 @@ Both methods freeze every weight of the base model and train a few new ones.
   trainable numbers instead of :math:`d_\\text{in} d_\\text{out}`. :math:`B` starts at zero, so
   the adapted model starts exactly equal to the base. After training, :math:`\\frac{\\alpha}{r}
   BA` can be folded into :math:`W` (:func:`merge_lora`): inference then costs nothing extra.
-- **Adapters** (Houlsby et al., 2019) insert a small bottleneck network after chosen
-  submodules, :math:`h \\mapsto h + W_\\text{up}\\, \\sigma(W_\\text{down} h)`, with
-  :math:`W_\\text{up}` zero so each adapter starts as the identity. They cannot be merged away.
+  Hu et al. adapted only the attention's query and value projections :math:`W_q, W_v`; GPT
+  fuses :math:`W_q, W_k, W_v` into one ``qkv`` layer, whose LoRA is a single rank-r update of
+  the stacked matrix, and the chapter adapts the MLP's layers as well.
+- **Adapters** insert a small bottleneck network after chosen submodules,
+  :math:`h \\mapsto h + W_\\text{up}\\, \\sigma(W_\\text{down} h)`, with :math:`W_\\text{up}`
+  zero so each adapter starts exactly as the identity. Houlsby et al. (2019) put two in each
+  transformer layer, after the attention and after the MLP (``targets=("attn", "mlp")`` in
+  GPT), started them near the identity with small random weights, and trained the layer norms
+  too; one adapter per layer, after the MLP (``("mlp",)``, what chapter 11 uses), is the
+  placement of Pfeiffer et al. (2021). Adapters cannot be merged away.
 
 Typical use on the GPT of chapter 09::
 
@@ -77,11 +84,13 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 @dataclass
 class LoRAConfig:
     rank: int = 8  # r: the update BA has rank <= r; 4-16 is plenty for a small model
-    alpha: float = 8.0  # the update is scaled by alpha / r; keep alpha when trying other ranks
-    # so the learning rate need not be retuned (Hu et al. set alpha to the first r they try)
+    alpha: float = 8.0  # the update is scaled by alpha / r. Hu et al. set alpha to the first r
+    # they tried and kept it for other ranks, so as not to retune the learning rate; Kalajdzievski
+    # (2023) shows that under alpha / r learning slows as r grows, and argues for alpha / sqrt(r)
     dropout: float = 0.0  # on the input of the low-rank path only; the base path is untouched
     # nn.Linear modules to adapt, by name (see the module docstring). In GPT: the fused
-    # q, k, v projection and both output projections (attn.proj, mlp.proj)
+    # q, k, v projection and both output projections (attn.proj, mlp.proj); Hu et al.
+    # adapted W_q and W_v only
     targets: tuple[str, ...] = ("qkv", "proj")
 
     def __post_init__(self) -> None:
@@ -233,8 +242,11 @@ class Adapter(nn.Module):
        + b_\\text{down}\\big) + b_\\text{up},
 
     :math:`W_\\text{down}` (b, D), :math:`W_\\text{up}` (D, b). :math:`W_\\text{up}` and
-    :math:`b_\\text{up}` start at zero, so a new adapter is exactly the identity. The layer norm
-    (off by default, as in Houlsby et al.) is applied to the input of the bottleneck only.
+    :math:`b_\\text{up}` start at zero, so a new adapter is exactly the identity; Houlsby et al.
+    draw both layers small and random instead, a near-identity start. (With
+    :math:`W_\\text{up} = 0` the first gradient reaches the up-projection only, as it reaches
+    LoRA's zero :math:`B` only; after one step both layers learn.) The layer norm (off by default; Houlsby et al.'s
+    adapter has none inside) is applied to the input of the bottleneck only.
     h (N, D) -> (N, D); :math:`2Db + b + D` parameters, :math:`+ 2D` with the layer norm.
     """
 
@@ -361,9 +373,12 @@ def add_adapters(
     and module classes (every instance is selected). A selected module gets an ``adapter``
     child and a forward hook, so its output ``y`` becomes ``adapter(y)``; of a tuple output,
     the first element. In GPT, ``("mlp",)`` adapts each block's MLP output before the residual
-    sum (Houlsby et al.'s place) and ``(Block,)`` the output of each whole block. The adapter's
-    width is ``dim`` or else the ``out_features`` of the last linear layer registered in the
-    module. With ``freeze`` every parameter but the LoRA factors and adapters is frozen.
+    sum (one adapter per layer, as Pfeiffer et al., 2021), ``("attn", "mlp")`` the attention's
+    output too (two per layer, as Houlsby et al., 2019) and ``(Block,)`` the output of each
+    whole block. The adapter's width is ``dim`` or else the ``out_features`` of the last linear
+    layer registered in the module. With ``freeze`` every parameter but the LoRA factors and
+    adapters is frozen, layer norms included (Houlsby et al. trained those too: set their
+    ``requires_grad`` afterwards to do the same).
     """
     targets = (targets,) if isinstance(targets, (str, type)) else tuple(targets)
     names = tuple(t for t in targets if isinstance(t, str))
