@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+# Empty: pip's configured index (PyPI). make book TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# installs the CPU-only build on a Linux machine without a GPU.
+TORCH_INDEX ?=
 NB_TIMEOUT ?= 180
 BUILD := _build
 # The executed copy of the book's sources: the notebooks in git stay free of outputs.
@@ -23,16 +26,15 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e ".[dev,book]"
 	touch $@
 
-# Execute every notebook exactly once, in a copy, keeping the outputs for the site.
+# Execute the notebooks in a copy, keeping the outputs for the site. A notebook runs again only
+# when it or the package changed since its last successful run (make clean forces all of them);
+# each chapter is printed as it starts and ends, with its time and the running total.
 notebooks: install
-	rm -rf $(SRC) && mkdir -p $(SRC)
-	cp -r _config.yml _toc.yml book notebooks $(SRC)/
-	cd $(SRC) && ../$(PY) -m pytest --nbmake --overwrite --nbmake-timeout=$(NB_TIMEOUT) \
-		-p no:cacheprovider --durations=0 -q notebooks
+	$(PY) scripts/execute_notebooks.py --out $(SRC) --timeout $(NB_TIMEOUT)
 
 # Build from the executed copy; _config.yml sets execute_notebooks: off.
 site:

@@ -52,11 +52,36 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print("\npretrained checkpoints:")
     manifest = read_manifest()
     for name in list_pretrained():
+        entry = manifest[name]
         metrics = ", ".join(
-            f"{k}={v}" for k, v in manifest[name]["metrics"].items() if isinstance(v, float)
+            f"{k}={format_metric(k, v)}"
+            for k, v in entry["metrics"].items()
+            if isinstance(v, float)
         )
-        print(f"  {name:20s} {metrics}")
+        print(f"  {name:24s} {entry.get('notes', '')}")
+        print(f"  {'':24s} {metrics}")
     return 0
+
+
+def format_metric(name: str, value: float) -> str:
+    """A manifest figure rounded to what it means, chosen by its name.
+
+    Accuracies, rates, shares and AUCs to 3 decimals; FID and KID to 1 decimal, their ratios to
+    the real-vs-real floor to 2; seconds to whole seconds; likelihoods (NLL, nats, bits) to 3
+    significant decimals; anything else to 3 significant digits.
+    """
+    key = name.lower()
+    if "seconds" in key:
+        return f"{value:.0f} s"
+    if "ratio" in key:
+        return f"{value:.2f}"
+    if key.startswith(("fid", "kid")):
+        return f"{value:.1f}"
+    if any(word in key for word in ("acc", "rate", "usage", "auc", "share")):
+        return f"{value:.3f}"
+    if any(word in key for word in ("nll", "nats", "bpc", "bits", "elbo")):
+        return f"{value:.2f}" if abs(value) >= 10 else f"{value:.3f}"
+    return f"{value:.3g}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

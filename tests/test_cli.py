@@ -16,6 +16,27 @@ def test_info_lists_device_datasets_and_checkpoints(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "device" in out and "mnist" in out and "digit-classifier" in out
+    assert "chapter 04's class-conditional VAE" in out  # each checkpoint's one-line description
+    # figures rounded to what they mean: no float printed with its full binary expansion
+    assert not re.search(r"\.\d{7,}", out), out
+
+
+@pytest.mark.parametrize(
+    "name, value, text",
+    [
+        ("conditional_accuracy", 0.9629999995231628, "0.963"),
+        ("fid_floor", 57.91574808521818, "57.9"),
+        ("fid_uncond_ratio", 5.646193656227076, "5.65"),
+        ("train_seconds", 101.6, "102 s"),
+        ("test_nll_nats", 96.76963609313965, "96.77"),
+        ("val_bpc", 1.428689103745432, "1.429"),
+        ("class_kl", 0.000515639176084731, "0.000516"),
+    ],
+)
+def test_info_rounds_each_figure_to_what_it_means(name, value, text):
+    from genai_course.cli import format_metric
+
+    assert format_metric(name, value) == text
 
 
 def test_train_writes_a_checkpoint_and_manifest_that_load(tmp_path, capsys):

@@ -1,0 +1,119 @@
+"""What README.md and book/setup.md say the set-up commands do is what they do."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+ROOT = Path(__file__).resolve().parent.parent
+MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
+SETUP = (ROOT / "book" / "setup.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _make_variable(name: str) -> str:
+    match = re.search(rf"^{name} \?= ?(.*)$", MAKEFILE, re.M)
+    assert match, f"Makefile sets no {name}"
+    return match.group(1).strip()
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_install_pins_the_torch_that_the_docs_name():
+    version = _make_variable("TORCH_VERSION")
+    assert '"torch==$(TORCH_VERSION)"' in MAKEFILE
+    assert f"`torch=={version}`" in SETUP and f"torch {version}" in README
+    # pyproject keeps a range, so that Colab's torch stays
+    torch_req = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch"))
+    assert ">=" in torch_req and "==" not in torch_req
+
+
+def test_the_cpu_index_the_setup_page_offers_reaches_pip():
+    assert "$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))" in MAKEFILE
+    assert "make book TORCH_INDEX=https://download.pytorch.org/whl/cpu" in SETUP
+
+
+def test_the_cell_limit_the_docs_state_is_the_one_make_test_passes():
+    timeout = _make_variable("NB_TIMEOUT")
+    assert "--timeout $(NB_TIMEOUT)" in MAKEFILE
+    assert f"longer than {timeout} s (`NB_TIMEOUT`)" in SETUP
+    assert f"({timeout} s per cell at most)" in README
+
+
+@pytest.mark.parametrize(
+    "name, build", [("environment.yml", "cpu"), ("environment-cuda.yml", "gpu")]
+)
+def test_conda_environments_name_the_torch_build_and_the_pyproject_extras(name, build):
+    env = yaml.safe_load((ROOT / name).read_text(encoding="utf-8"))
+    deps = env["dependencies"]
+    torch_spec = next(d for d in deps if isinstance(d, str) and d.startswith("pytorch"))
+    torch_req = next(d for d in PYPROJECT["project"]["dependencies"] if d.startswith("torch"))
+    assert torch_spec == f"pytorch-{build}" + torch_req.removeprefix("torch")
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    minimum = PYPROJECT["project"]["requires-python"].removeprefix(">=")
+    assert tuple(map(int, python.split("=")[1].split("."))) >= tuple(map(int, minimum.split(".")))
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    extras = set(re.fullmatch(r'-e "\.\[(.*)\]"', pip[0]).group(1).split(","))
+    assert extras == set(PYPROJECT["project"]["optional-dependencies"])
+    assert f"-f {name}" in SETUP or name == "environment.yml" and "-f environment.yml" in SETUP
+
+
+def test_a_rebuild_executes_only_what_changed(tmp_path, monkeypatch):
+    runner = _load_script("execute_notebooks")
+    ran = []
+
+    def fake_execute(notebook, out, timeout):
+        ran.append(notebook.name)
+        (out / "notebooks" / notebook.name).write_bytes(notebook.read_bytes())
+        return True, ""
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    monkeypatch.setattr(runner, "package_key", lambda: "package-v1")
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        (source / name).write_text(json.dumps({"cells": [], "name": name}))
+    out, args = tmp_path / "executed", ["--out", str(tmp_path / "executed")]
+    notebooks = [str(p) for p in sorted(source.glob("*.ipynb"))]
+
+    assert runner.main([*notebooks, *args]) == 0 and ran == ["01_a.ipynb", "02_b.ipynb"]
+    ran.clear()
+    assert runner.main([*notebooks, *args]) == 0 and ran == []  # nothing changed
+    (source / "02_b.ipynb").write_text(json.dumps({"cells": [], "edited": True}))
+    assert runner.main([*notebooks, *args]) == 0 and ran == ["02_b.ipynb"]
+    ran.clear()
+    monkeypatch.setattr(runner, "package_key", lambda: "package-v2")  # the package changed
+    assert runner.main([*notebooks, *args]) == 0 and ran == ["01_a.ipynb", "02_b.ipynb"]
+    assert set(json.loads((out / runner.STAMPS).read_text())) == {"01_a.ipynb", "02_b.ipynb"}
+
+
+def test_a_failed_notebook_is_not_recorded_and_runs_again(tmp_path, monkeypatch):
+    runner = _load_script("execute_notebooks")
+    monkeypatch.setattr(runner, "_execute", lambda notebook, out, timeout: (False, "boom"))
+    monkeypatch.setattr(runner, "package_key", lambda: "package")
+    notebook = tmp_path / "01_a.ipynb"
+    notebook.write_text("{}")
+    args = [str(notebook), "--out", str(tmp_path / "executed")]
+    assert runner.main(args) == 1
+    assert json.loads((tmp_path / "executed" / runner.STAMPS).read_text()) == {}
+
+
+def test_package_key_changes_with_any_package_file(tmp_path):
+    runner = _load_script("execute_notebooks")
+    (tmp_path / "genai_course").mkdir()
+    (tmp_path / "genai_course" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    before = runner.package_key(tmp_path)
+    (tmp_path / "genai_course" / "a.py").write_text("x = 2\n")
+    assert runner.package_key(tmp_path) != before
