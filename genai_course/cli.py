@@ -89,6 +89,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = RECIPES[args.model]
     profile = args.profile or current_profile()
+    if args.resume and args.checkpoint_dir is None:
+        raise SystemExit("--resume needs --checkpoint-dir: the folder of the run to continue")
+    every = args.checkpoint_every
+    if every is None:
+        every = 500 if args.checkpoint_dir is not None else 0
     opts = RunOptions(
         profile=profile,
         out=args.out,
@@ -98,6 +103,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         progress=not args.no_progress,
         checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=every,
+        resume=args.resume,
     )
     metrics = recipe.train(opts)
     if int(os.environ.get("RANK", 0)) == 0:
@@ -271,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true", help="torch.compile the loss computation")
     p.add_argument("--checkpoint-dir", default=None, help="resumable trainer checkpoints here")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        help="steps between checkpoints (default 500 with --checkpoint-dir; 0: only at the end)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the last.pt files in --checkpoint-dir",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
 

@@ -45,17 +45,33 @@ class RunOptions:
     precision: str = "auto"
     compile: bool = False
     progress: bool = True
-    checkpoint_dir: str | None = None  # resumable Trainer checkpoints
+    checkpoint_dir: str | None = None  # resumable Trainer checkpoints (last.pt per trainer)
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end
+    resume: bool = False  # continue each trainer from its last.pt in checkpoint_dir, if any
 
-    def trainer_settings(self) -> dict[str, Any]:
-        """The :class:`TrainConfig` fields these options set."""
+    def __post_init__(self) -> None:
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir: the folder of the run to continue")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+    def trainer_settings(self, stage: str | None = None) -> dict[str, Any]:
+        """The :class:`TrainConfig` fields these options set.
+
+        A recipe with several trainers names each ``stage``, so that each keeps its own
+        ``last.pt`` in a sub-folder of ``checkpoint_dir`` and resumes from its own.
+        """
+        folder = self.checkpoint_dir
+        if folder is not None and stage is not None:
+            folder = str(Path(folder) / stage)
         return dict(
             seed=self.seed,
             device=self.device,
             precision=self.precision,
             compile=self.compile,
             progress=self.progress,
-            checkpoint_dir=self.checkpoint_dir,
+            checkpoint_dir=folder,
+            checkpoint_every=self.checkpoint_every if folder is not None else 0,
         )
 
     def ship(self, model: Any, name: str, recipe: str, metrics: dict[str, Any], notes: str) -> None:
@@ -76,10 +92,11 @@ class RunOptions:
         )
 
 
-def _fit(trainer: Trainer) -> dict[str, Any]:
-    """Run ``trainer.fit()``; return the facts of the run that every manifest records."""
+def _fit(trainer: Trainer, opts: RunOptions) -> dict[str, Any]:
+    """Run ``trainer.fit()``, resumed from its ``last.pt`` when ``opts.resume``; return the
+    facts of the run that every manifest records (a resumed run's seconds are this leg's)."""
     start = time.perf_counter()
-    trainer.fit()
+    trainer.fit(resume=opts.resume)
     return {
         "steps": trainer.step,
         "train_seconds": round(time.perf_counter() - start, 1),
@@ -137,7 +154,7 @@ def train_classifier(opts: RunOptions) -> dict[str, Any]:
         val_data=(xv, yv),
         metrics_fn=lambda m: {"val_acc": m.accuracy(xv, yv)},
     )
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = model.cpu().eval()
     with torch.no_grad():
         test_nll = float(F.cross_entropy(model(xt), yt))
@@ -199,7 +216,7 @@ def train_robust_classifier(opts: RunOptions) -> dict[str, Any]:
     trainer = Trainer(
         model, loader, config, loss_fn=loss, val_data=(xv, yv), metrics_fn=val_metrics
     )
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = model.cpu().eval()
     metrics = {**robustness_metrics(model, xt, yt, seed=opts.seed), "train_eps": 0.1, **run}
     if trainer.is_main:
@@ -239,7 +256,7 @@ def train_gmm_ring(opts: RunOptions) -> dict[str, Any]:
         **opts.trainer_settings(),
     )
     trainer = Trainer(model, x, config, val_data=xv)
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = model.cpu().eval()
     with torch.no_grad():
         val_nll = float(-model.log_prob(xv).mean())
@@ -299,7 +316,7 @@ def _fit_vae(
         TrainConfig(**train_kw, **opts.trainer_settings()),
         val_data=(xv, yv) if labelled else xv,
     )
-    return trainer, _fit(trainer)
+    return trainer, _fit(trainer, opts)
 
 
 # conditional VAE on MNIST ----------------------------------------------------------------------
@@ -407,9 +424,9 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
     t1 = Trainer(
         vq,
         TensorLoader(x, batch_size=128, seed=opts.seed),
-        TrainConfig(**st["vqvae_train"], **opts.trainer_settings()),
+        TrainConfig(**st["vqvae_train"], **opts.trainer_settings("vqvae")),
     )
-    run1 = _fit(t1)
+    run1 = _fit(t1, opts)
     vq = vq.cpu().eval()
     codes = {
         name: encode_dataset(vq, images)
@@ -419,10 +436,10 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
     t2 = Trainer(
         prior,
         TensorLoader(codes["train"], batch_size=64, seed=opts.seed),
-        TrainConfig(**st["prior_train"], **opts.trainer_settings()),
+        TrainConfig(**st["prior_train"], **opts.trainer_settings("prior")),
         val_data=codes["val"],
     )
-    run2 = _fit(t2)
+    run2 = _fit(t2, opts)
     prior = prior.cpu().eval()
     with torch.no_grad():
         recon = vq.reconstruct(xt)
@@ -529,7 +546,7 @@ def _train_char_gpt(
         val_data=windows["val"],
     )
     start = {start_key: bits_per_char(trainer.evaluate()["val_loss"])} if start_key else {}
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     val_nats = trainer.evaluate(windows["val"])["val_loss"]
     test_nats = trainer.evaluate(windows["test"])["val_loss"]
     metrics = {
@@ -818,7 +835,7 @@ def train_gan(opts: RunOptions, kind: str) -> dict[str, Any]:
         TrainConfig(**st["train"], **opts.trainer_settings()),
         objectives=gan_objectives(st["n_critic"]),
     )
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = model.with_generator(trainer.ema_model.module).cpu().eval()
     metrics = {**gan_sample_metrics(model, seed=opts.seed), **run}
     if trainer.is_main:
@@ -915,7 +932,7 @@ def train_diffusion(opts: RunOptions) -> dict[str, Any]:
         TensorLoader(x, y, batch_size=st["train"]["batch_size"], seed=opts.seed),
         TrainConfig(**st["train"], **opts.trainer_settings()),
     )
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = trainer.ema_model.module.cpu().eval()
     n = 500 if opts.profile != "smoke" else 20
     steps = 50 if opts.profile != "smoke" else 3
@@ -1038,7 +1055,7 @@ def train_text_diffusion(opts: RunOptions) -> dict[str, Any]:
         ),
         TrainConfig(**st["train"], **opts.trainer_settings()),
     )
-    run = _fit(trainer)
+    run = _fit(trainer, opts)
     model = trainer.ema_model.module.cpu().eval()
     smoke = opts.profile == "smoke"
     metrics = {

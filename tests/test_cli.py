@@ -119,3 +119,29 @@ def test_every_recipe_trains_with_the_smoke_budget_and_its_checkpoint_loads(name
             f"genai-course train {name} "
         )
         assert load_pretrained(checkpoint, folder=tmp_path) is not None
+
+
+def test_resume_without_a_checkpoint_folder_is_refused():
+    with pytest.raises(SystemExit, match="--resume needs --checkpoint-dir"):
+        main(["train", "gmm-ring", "--profile", "smoke", "--resume", "--no-progress"])
+
+
+def test_each_trainer_of_a_recipe_keeps_its_own_resumable_checkpoint(tmp_path, capsys):
+    from genai_course.pretrained import read_manifest
+
+    ckpt = tmp_path / "ckpt"
+    args = ["train", "vqvae", "--profile", "smoke", "--no-progress", "--checkpoint-dir", str(ckpt)]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # the VQ-VAE and its prior no longer share (and overwrite) one last.pt
+    assert (ckpt / "vqvae" / "last.pt").is_file() and (ckpt / "prior" / "last.pt").is_file()
+    assert not (ckpt / "last.pt").exists()
+    # resuming finished runs trains nothing more and ships the same weights and figures
+    assert main([*args, "--resume", "--out", str(tmp_path / "b")]) == 0
+    second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert second["steps"] == first["steps"]
+    for key in ("test_mse", "prior_test_nll_per_code", "sample_class_kl"):
+        assert second[key] == pytest.approx(first[key], rel=1e-6), key
+    a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    assert a["vqvae-mnist"]["sha256"] == b["vqvae-mnist"]["sha256"]
+    assert a["vqvae-prior"]["sha256"] == b["vqvae-prior"]["sha256"]
