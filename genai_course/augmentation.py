@@ -5,9 +5,10 @@ its training batches also hold samples of a class-conditional generator, and is 
 the classical augmentation (random affine distortions) it should beat?
 
 The experiment is *paired*: for each seed one few-shot split is drawn, and every condition
-trains a classifier on that split from the same initial weights with the same batch order, so
-the differences between conditions are not buried under the (large) differences between
-splits. What varies between conditions is only what a :class:`Condition` says: an image
+trains a classifier on that split from the same initial weights with the same batch order (the
+real indices, the synthetic indices and the distortions come from three separately seeded
+generators, so what one condition draws does not shift another's), so the differences between
+conditions are not buried under the (large) differences between splits. What varies between conditions is only what a :class:`Condition` says: an image
 transform applied to every training batch, and a pool of labelled synthetic images that
 supplies a fixed fraction of every batch.
 
@@ -70,6 +71,13 @@ def _check_labelled(x: Tensor, y: Tensor, name: str = "x") -> None:
         raise ValueError(f"the labels of {name} must be an int64 tensor of shape (N,), got {got}")
     if len(x) != len(y):
         raise ValueError(f"{name} has {len(x)} images but {len(y)} labels")
+
+
+def _stream_generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for random stream ``stream`` of ``seed``: distinct (seed, stream) pairs
+    get unrelated seeds (NumPy's ``SeedSequence``), so no stream of one seed replays another's."""
+    state = np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def standard_error(values: Sequence[float] | np.ndarray) -> float:
@@ -295,12 +303,19 @@ def train_few_shot_classifier(
     Every step draws a batch of ``batch_size`` images with replacement: ``round(
     synthetic_fraction * batch_size)`` of them from the ``synthetic`` pool (if given), the rest
     from the real ``(x, y)`` (``synthetic_fraction=1`` trains on generated images alone, the
-    "classification accuracy score" of the generator); ``augment(batch, generator=g)`` (e.g. :func:`random_affine`), if
-    given, then distorts the whole batch. Adam minimises the cross-entropy for a fixed number of
-    ``steps``: there is no validation set to stop early on when labels are this scarce.
+    "classification accuracy score" of the generator); ``augment(batch, generator=g)`` (e.g.
+    :func:`random_affine`), if given, then distorts the whole batch, real and synthetic images
+    alike. Adam minimises the cross-entropy for a fixed number of ``steps``: there is no
+    validation set to stop early on when labels are this scarce.
 
-    The seed fixes the initial weights, the batch order and the augmentation, so two calls that
-    differ only in ``synthetic`` or ``augment`` start from the same network: a paired design.
+    The seed fixes the initial weights and three random streams, each with its own generator:
+    the real indices, the synthetic indices and the augmentation's parameters. Each step draws
+    ``batch_size`` real indices and keeps the first ``batch_size - round(synthetic_fraction *
+    batch_size)``, so two calls that differ only in ``synthetic``, ``synthetic_fraction`` or
+    ``augment`` start from the same network and see the same real images in the same order (a
+    mixed batch holds a prefix of the real-only batch), and two calls with the same ``augment``
+    draw the same distortions: a paired design. (Dropout draws from torch's global generator,
+    seeded with ``seed``; every batch has ``batch_size`` images, so its masks match too.)
 
     Args:
         x: (N, 1, 28, 28) real images in [0, 1]; y: (N,) int64 labels.
@@ -331,15 +346,18 @@ def train_few_shot_classifier(
     torch.manual_seed(seed)
     model = DigitClassifier(config or FEW_SHOT_CLASSIFIER).to(x.device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
+    # One generator per stream: with a shared one, the draws of one stream would shift those
+    # of the others, and conditions would part ways from the second step on.
+    g_real, g_syn, g_aug = (_stream_generator(seed, k) for k in range(3))
     for _ in range(steps):
-        i = torch.randint(len(x), (batch_size - n_syn,), generator=g).to(x.device)
+        i = torch.randint(len(x), (batch_size,), generator=g_real)[: batch_size - n_syn]
+        i = i.to(x.device)
         xb, yb = x[i], y[i]
         if n_syn:
-            j = torch.randint(len(xs), (n_syn,), generator=g).to(x.device)
+            j = torch.randint(len(xs), (n_syn,), generator=g_syn).to(x.device)
             xb, yb = torch.cat([xb, xs[j]]), torch.cat([yb, ys[j]])
         if augment is not None:
-            xb = augment(xb, generator=g)
+            xb = augment(xb, generator=g_aug)
         loss, _ = model.loss((xb, yb))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -452,7 +470,8 @@ def augmentation_experiment(
 
     Seed ``s`` draws the split ``few_shot_split(x_train, y_train, per_class, s)``; every
     condition then trains with ``seed=s`` on that split, so conditions are compared on the
-    same images, from the same initial weights, with the same batch order. A synthetic factory
+    same images, from the same initial weights, with the same batch order (see
+    :func:`train_few_shot_classifier`). A synthetic factory
     (see :class:`Condition`) is called once per seed, even if several conditions share it.
 
     Args:

@@ -20,6 +20,7 @@ from genai_course.augmentation import (
     train_few_shot_cvae,
 )
 from genai_course.data import load_mnist
+from genai_course.models.classifier import DigitClassifier
 from genai_course.models.vae import VAE, VAEConfig
 
 
@@ -175,6 +176,36 @@ def test_same_seed_gives_the_same_classifier_so_conditions_are_paired():
     b = train_few_shot_classifier(x, y, steps=3, seed=5, augment=random_affine)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_conditions_see_the_same_real_images_and_distortions_step_by_step(monkeypatch):
+    # image i is filled with the value i / 20, so a batch tells which real images it holds
+    x = (torch.arange(20, dtype=torch.float32) / 20).view(20, 1, 1, 1).expand(20, 1, 28, 28)
+    y = torch.arange(20) % 10
+    pool = (torch.ones(30, 1, 28, 28), torch.arange(30) % 10)
+    batches, states = [], []
+    loss = DigitClassifier.loss
+
+    def spy(model, batch):
+        batches[-1].append(batch[0][:, 0, 14, 14].clone())
+        return loss(model, batch)
+
+    def still(batch, generator):  # draws its parameters like random_affine, moves nothing
+        states[-1].append(generator.get_state())
+        return random_affine(batch, degrees=0, translate=0, scale=0, shear=0, generator=generator)
+
+    monkeypatch.setattr(DigitClassifier, "loss", spy)
+    for kwargs in ({}, {"augment": still}, {"augment": still, "synthetic": pool}):
+        batches.append([])
+        states.append([])
+        train_few_shot_classifier(x, y, steps=4, batch_size=8, seed=3, **kwargs)
+    alone, augmented, mixed = (torch.stack(b) for b in batches)  # (steps, batch) each
+    assert len({tuple(b.tolist()) for b in alone}) == 4  # the batches do vary
+    torch.testing.assert_close(augmented, alone, atol=1e-5, rtol=0)  # drawing T shifts nothing
+    torch.testing.assert_close(mixed[:, :4], alone[:, :4], atol=1e-5, rtol=0)  # real first
+    assert (mixed[:, 4:] > 0.999).all()  # then the synthetic images
+    for a, b in zip(*states):  # and both augmented conditions draw the same distortions
+        assert torch.equal(a, b)
 
 
 def test_synthetic_fraction_one_never_reads_the_real_images():
