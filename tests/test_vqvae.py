@@ -18,6 +18,7 @@ from genai_course.models.vqvae import (
     codes_to_sequence,
     encode_dataset,
     sequence_to_codes,
+    unigram_code_nll,
 )
 from genai_course.pretrained import load_pretrained, save_pretrained
 from genai_course.train import TrainConfig, Trainer
@@ -341,6 +342,8 @@ def test_prior_learns_row_constant_grids_and_samples_them():
         after = float(prior.eval().loss(data))
     # only the first code of each row is uncertain: the best loss is log(k) / grid ~ 0.52
     assert after < 0.5 * before and after < 0.4 * math.log(k), (before, after)
+    # a context-free prior cannot use the row's first code: it stays near log(k)
+    assert after < 0.5 * unigram_code_nll(data, data, k), after
 
     samples = prior.sample(64, generator=torch.Generator().manual_seed(0))
     assert samples.shape == (64, grid, grid) and samples.dtype == torch.int64
@@ -368,3 +371,31 @@ def test_prior_loss_rejects_grids_of_the_wrong_size_or_range():
         prior.loss(torch.zeros(2, 7, 7, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 8\)"):
         prior.loss(torch.full((2, 4, 4), 8))
+
+
+# ----------------------------------------------------------------------------------------------
+# the context-free baseline of the prior
+
+
+def test_unigram_nll_on_its_own_codes_is_the_log_perplexity():
+    codes = torch.randint(0, 16, (50, 7, 7)) % 11  # uneven use of 11 of 16 codes
+    nll = unigram_code_nll(codes, codes, 16, smoothing=0.0)
+    assert nll == pytest.approx(math.log(code_perplexity(codes, 16).item()), rel=1e-5)
+
+
+def test_unigram_nll_of_a_uniform_histogram_is_log_k_and_smoothing_keeps_unseen_codes_finite():
+    uniform = torch.arange(64).repeat(10)
+    assert unigram_code_nll(uniform, uniform, 64) == pytest.approx(math.log(64))
+    seen, unseen = torch.zeros(100, dtype=torch.long), torch.ones(5, dtype=torch.long)
+    # code 1 never occurs in training: add-one smoothing gives it 1 / (100 + 4) of the mass
+    assert unigram_code_nll(seen, unseen, 4) == pytest.approx(math.log(104))
+
+
+def test_unigram_nll_rejects_float_codes_codes_out_of_range_and_negative_smoothing():
+    ok = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match="integer"):
+        unigram_code_nll(ok.float(), ok, 4)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        unigram_code_nll(ok, ok + 4, 4)
+    with pytest.raises(ValueError, match="smoothing"):
+        unigram_code_nll(ok, ok, 4, smoothing=-1.0)

@@ -146,6 +146,40 @@ def code_perplexity(codes: Tensor, num_codes: int) -> Tensor:
     return entropy.exp()
 
 
+def unigram_code_nll(
+    train_codes: Tensor, codes: Tensor, num_codes: int, smoothing: float = 1.0
+) -> float:
+    """Nats per code that a *context-free* prior scores on ``codes``: the cross-entropy under the
+    (add-``smoothing``) code histogram of ``train_codes``,
+
+    .. math:: -\\frac1T \\sum_t \\log \\hat p_{k_t}, \\qquad
+       \\hat p_k = \\frac{n_k + \\alpha}{N + K \\alpha},
+
+    with :math:`n_k` the count of code k among the N training codes: the score of the best prior
+    fitted to the training codes that ignores the rest of the grid (the smoothing keeps codes
+    unseen in training finite). On the training codes themselves with :math:`\\alpha = 0` it is
+    the histogram's entropy, the log of :func:`code_perplexity`. A prior that uses the context
+    must score below it; a uniform prior scores ``log K``.
+
+    Args:
+        train_codes, codes: integer codes in [0, K), any shapes (grids (B, h, w) here).
+        num_codes: K.
+        smoothing: :math:`\\alpha \\ge 0`, pseudo-counts added to every code.
+    """
+    for name, c in (("train_codes", train_codes), ("codes", codes)):
+        if c.dtype.is_floating_point or c.numel() == 0:
+            raise ValueError(
+                f"{name} must be a non-empty integer tensor, got {c.dtype} {tuple(c.shape)}"
+            )
+        if c.min() < 0 or c.max() >= num_codes:
+            raise ValueError(f"{name} must lie in [0, {num_codes}), got [{c.min()}, {c.max()}]")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    counts = torch.bincount(train_codes.reshape(-1).long(), minlength=num_codes).double()
+    p = (counts + smoothing) / (counts.sum() + num_codes * smoothing)
+    return -torch.log(p[codes.reshape(-1).long()]).mean().item()
+
+
 def codes_to_sequence(codes: Tensor) -> Tensor:
     """Code grids (B, h, w) -> sequences (B, h*w) in raster order (row by row)."""
     if codes.ndim != 3:
@@ -597,4 +631,5 @@ __all__ = [
     "codes_to_sequence",
     "encode_dataset",
     "sequence_to_codes",
+    "unigram_code_nll",
 ]
