@@ -234,3 +234,16 @@ def test_mode_seeking_term_is_added_to_the_generator_loss():
     torch.manual_seed(0)
     loss, logs = seeking.generator_loss((x, y))
     torch.testing.assert_close(loss, base + 1.0 / (logs["mode_seeking_ratio"] + 1e-5))
+
+
+def test_dcgan_uses_batch_norm_in_the_generator_only_and_scores_each_image_on_its_own():
+    gan = GAN(GANConfig(width=8))
+    norms = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+    assert any(isinstance(m, norms) for m in gan.generator.modules())
+    assert not any(isinstance(m, norms) for m in gan.discriminator.modules())
+    # Radford et al.'s exception: no batch norm on the generator's output layer (tanh follows it)
+    layers = list(gan.generator.net)
+    assert isinstance(layers[-1], torch.nn.Tanh) and not isinstance(layers[-2], norms)
+    x = torch.rand(6, 1, 28, 28)
+    gan.train()  # in training mode a batch-norm layer would mix the batch's statistics
+    torch.testing.assert_close(gan.score(x[:2]), gan.score(x)[:2])

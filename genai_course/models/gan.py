@@ -23,9 +23,11 @@ Conventions:
   :math:`z` and uses a *projection* discriminator (Miyato & Koyama, 2018):
   :math:`\\ell(x, y) = w^\\top h(x) + b + e_y^\\top h(x)`, the unconditional score plus the
   inner product of the features with the label's embedding.
-- No batch norm in a discriminator: a gradient penalty needs each score to depend on its own
-  example only, and mixing the statistics of real and fake batches is a classic source of
-  trouble. The DCGAN generator keeps its batch norm.
+- No batch norm in a discriminator, a departure from Radford et al. (2016), who used it in
+  both networks (all layers but the generator's output and the discriminator's input): a
+  gradient penalty needs each score to depend on its own example only, and mixing the
+  statistics of real and fake batches is a classic source of trouble. The DCGAN generator
+  keeps its batch norm.
 """
 
 from __future__ import annotations
