@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -137,3 +139,37 @@ def test_shipped_robust_classifier_keeps_its_accuracy_inside_the_ball_and_the_st
     assert adversarial.robust_accuracy(robust, x, y, 0.0) >= 0.90
     assert pgd10(robust) >= 0.70
     assert pgd10(classifier) <= 0.30
+
+
+def test_relu_maxpool_kinks_finds_ties_and_zeros_where_they_are():
+    net = nn.Sequential(nn.ReLU(), nn.MaxPool2d(2))
+    off = adversarial.relu_maxpool_kinks(net, torch.zeros(2, 3, 4, 4))
+    assert [r["kind"] for r in off] == ["relu", "maxpool"]
+    assert off[0]["exactly_zero"] == 1.0  # every ReLU at its kink
+    assert off[1]["tied"] == 1.0 and off[1]["tied_above_zero"] == 0.0  # tied, but flat
+    flat = adversarial.relu_maxpool_kinks(net, torch.full((2, 3, 4, 4), 0.5))
+    assert flat[0]["exactly_zero"] == 0.0 and flat[1]["tied_above_zero"] == 1.0
+    # continuous random inputs: no input is exactly 0 and no window is tied above 0, while
+    # windows of several switched-off units are tied at 0
+    noise = adversarial.relu_maxpool_kinks(
+        net, torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    )
+    assert noise[0]["exactly_zero"] == 0.0 and noise[1]["tied_above_zero"] == 0.0
+    assert 0 < noise[1]["tied"] < 1
+
+
+def test_relu_maxpool_kinks_of_the_classifier_are_max_pool_ties_on_clean_digits(digits, classifier):
+    x = digits[0][:32].double()
+    m64 = copy.deepcopy(classifier).double().eval()
+    jitter = 0.01 * torch.rand(x.shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype)
+    clean = adversarial.relu_maxpool_kinks(m64, x)
+    noisy = adversarial.relu_maxpool_kinks(m64, x + jitter)
+    assert all(r["exactly_zero"] == 0 for r in clean + noisy if r["kind"] == "relu")
+    pools = [r for r in clean if r["kind"] == "maxpool"]
+    assert pools[0]["tied"] > 0.5 and pools[0]["tied_above_zero"] > 0.2  # the blank background
+    assert all(r["tied_above_zero"] == 0 for r in noisy if r["kind"] == "maxpool")
+
+
+def test_relu_maxpool_kinks_refuses_padded_pools():
+    with pytest.raises(ValueError, match="unpadded"):
+        adversarial.relu_maxpool_kinks(nn.MaxPool2d(2, padding=1), torch.zeros(1, 1, 4, 4))
