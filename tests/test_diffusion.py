@@ -17,6 +17,7 @@ from genai_course.models.diffusion import (
     ddim_sigma,
     ddim_timesteps,
     linear_beta_schedule,
+    linear_noise_prediction_mse,
     noise_prediction_loss,
     predict_eps_from_x0,
     predict_x0_from_eps,
@@ -238,6 +239,90 @@ def test_noise_prediction_loss_is_the_mean_squared_error_in_float32():
     loss = noise_prediction_loss(a, b)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, (a.float() - b).pow(2).mean())
+
+
+@pytest.mark.parametrize("variance", ["beta_tilde", "beta"])
+def test_each_elbo_step_is_a_weighted_noise_error_plus_a_constant(variance):
+    """KL(q(x_{t-1} | x_t, x0) || N(mu_theta, sigma^2 I)) with mu_theta built from eps_theta as
+    the samplers build it equals beta^2 / (2 sigma^2 alpha (1 - abar)) ||eps - eps_theta||^2 plus
+    a term free of theta, zero exactly when sigma^2 = beta_tilde."""
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([1, 10, 100, 500, 999])  # index 0 is L_0, where beta_tilde = 0
+    shape = (len(t), 1, 4, 4)
+    x0, eps, eps_theta = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
+    xt = q_sample(s, x0, t, eps)
+    mu, var_q = q_posterior(s, x0, xt, t)
+    mu_theta, _ = q_posterior(s, predict_x0_from_eps(s, xt, t, eps_theta), xt, t)
+    b, a, ab = s.betas[t], s.alphas[t], s.alphas_bar[t]
+    # the mean in terms of the noise: mu_theta = (x_t - beta / sqrt(1 - abar) eps_theta) / sqrt(a)
+    view = (-1, 1, 1, 1)
+    direct = (xt - (b / (1 - ab).sqrt()).view(view) * eps_theta) / a.sqrt().view(view)
+    torch.testing.assert_close(mu_theta, direct)
+    var_p = var_q.view(-1) if variance == "beta_tilde" else b
+    d = x0[0].numel()
+    kl = 0.5 * (
+        d * (var_q.view(-1) / var_p - 1 + (var_p / var_q.view(-1)).log())
+        + ((mu - mu_theta) ** 2).flatten(1).sum(1) / var_p
+    )
+    weight = b**2 / (2 * var_p * a * (1 - ab))
+    ratio = var_q.view(-1) / var_p
+    constant = 0.5 * d * (ratio - 1 - ratio.log())
+    torch.testing.assert_close(kl, weight * ((eps - eps_theta) ** 2).flatten(1).sum(1) + constant)
+    assert (constant == 0).all() if variance == "beta_tilde" else (constant > 0).all()
+
+
+def test_linear_noise_baseline_matches_a_least_squares_fit_on_noised_digits():
+    x, y = load_digits("train")
+    x0 = to_model_range(x).double().flatten(1).repeat(8, 1)  # (N, 64), fresh noise per copy
+    labels = y.repeat(8)
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(0)
+    closed = {
+        (pp, lab is not None): linear_noise_prediction_mse(s, x0, lab, per_pixel=pp)
+        for pp, lab in ((True, None), (False, None), (True, labels))
+    }
+    for t in (5, 100, 400):
+        eps = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+        xt = s.sqrt_alphas_bar[t] * x0 + s.sqrt_one_minus_alphas_bar[t] * eps
+        for use_labels in (False, True):
+            groups = [labels == k for k in range(10)] if use_labels else [slice(None)]
+            sq_pp = sq_full = 0.0
+            for k in groups:
+                xk, ek = xt[k], eps[k]
+                xc, ec = xk - xk.mean(0), ek - ek.mean(0)
+                slope = (xc * ec).sum(0) / (xc * xc).sum(0).clamp(min=1e-300)
+                sq_pp += ((ec - slope * xc) ** 2).sum()  # one affine fit per pixel
+                if not use_labels:  # one affine fit over all pixels (65 numbers per pixel)
+                    coef = torch.linalg.lstsq(xc, ec).solution
+                    sq_full += ((ec - xc @ coef) ** 2).sum()
+            for pp, sq in ((True, sq_pp), (False, sq_full))[: 1 if use_labels else 2]:
+                fitted = (sq / eps.numel()).item()
+                expected = closed[(pp, use_labels)][t].item()
+                assert abs(fitted - expected) < 0.03 * expected + 2e-3, (t, pp, use_labels)
+
+
+def test_linear_noise_baseline_orders_its_variants_and_spans_zero_to_one():
+    x, y = load_digits("train")
+    x0 = to_model_range(x)
+    s = NoiseSchedule.from_name("linear", 1000)
+    pixel = linear_noise_prediction_mse(s, x0)
+    full = linear_noise_prediction_mse(s, x0, per_pixel=False)
+    told = linear_noise_prediction_mse(s, x0, y)
+    assert pixel.shape == (1000,) and pixel.dtype == torch.float64
+    assert (full <= pixel + 1e-12).all() and (told <= pixel + 1e-12).all()  # more information
+    assert (pixel[1:] < pixel[:-1]).all()  # the more noise, the more x_t is the noise itself
+    assert 0.5 < pixel[0] < 1 and pixel[-1] < 1e-3
+
+
+def test_linear_noise_baseline_rejects_bad_inputs_clearly():
+    s = NoiseSchedule.from_name("linear", 10)
+    with pytest.raises(ValueError, match="N >= 2"):
+        linear_noise_prediction_mse(s, torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="labels must be"):
+        linear_noise_prediction_mse(s, torch.zeros(4, 1, 2, 2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="at least 2"):
+        linear_noise_prediction_mse(s, torch.randn(4, 1, 2, 2), torch.tensor([0, 0, 0, 1]))
 
 
 # ----------------------------------------------------------------------------------------------

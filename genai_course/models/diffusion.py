@@ -63,6 +63,7 @@ __all__ = [
     "ddim_sigma",
     "ddim_timesteps",
     "linear_beta_schedule",
+    "linear_noise_prediction_mse",
     "noise_prediction_loss",
     "predict_eps_from_x0",
     "predict_x0_from_eps",
@@ -321,22 +322,34 @@ def noise_prediction_loss(eps_pred: Tensor, eps: Tensor) -> Tensor:
        p_\theta(x_{t-1} \mid x_t)\big)}_{L_{t-1}}
        \underbrace{- \log p_\theta(x_0 \mid x_1)}_{L_0}\Big].
 
-    :math:`L_T` has no parameters.  Each :math:`L_{t-1}` is a KL between two Gaussians with
-    the same covariance, :math:`\frac{1}{2\sigma_t^2} \lVert \tilde\mu_t(x_t, x_0) -
-    \mu_\theta(x_t, t) \rVert^2 + C`.  Substituting :math:`x_0 = (x_t - \sqrt{1 - \bar\alpha_t}
+    :math:`L_T` has no parameters (and is nearly 0: :math:`\bar\alpha_T \approx 0`).  Each
+    :math:`L_{t-1}`, :math:`t \ge 2`, is a KL between :math:`\mathcal N(\tilde\mu_t,
+    \tilde\beta_t I)` and :math:`\mathcal N(\mu_\theta, \sigma_t^2 I)` in :math:`D` dimensions,
+
+    .. math:: L_{t-1} = \frac{1}{2\sigma_t^2} \lVert \tilde\mu_t(x_t, x_0) - \mu_\theta(x_t, t)
+       \rVert^2 + \frac D2 \Big(\frac{\tilde\beta_t}{\sigma_t^2} - 1
+       - \log \frac{\tilde\beta_t}{\sigma_t^2}\Big),
+
+    whose second term has no parameters: it is 0 when :math:`\sigma_t^2 = \tilde\beta_t` (the
+    samplers' ``variance="beta_tilde"``) and a positive constant for :math:`\sigma_t^2 =
+    \beta_t` (``"beta"``).  Substituting :math:`x_0 = (x_t - \sqrt{1 - \bar\alpha_t}
     \varepsilon)/\sqrt{\bar\alpha_t}` into :math:`\tilde\mu_t` (:func:`q_posterior`) gives
     :math:`\tilde\mu_t = \frac{1}{\sqrt{\alpha_t}} \big(x_t - \frac{\beta_t}{\sqrt{1 -
     \bar\alpha_t}} \varepsilon\big)`, so parameterising the mean the same way with a noise
     predictor, :math:`\mu_\theta = \frac{1}{\sqrt{\alpha_t}} \big(x_t - \frac{\beta_t}{\sqrt{1
-    - \bar\alpha_t}} \varepsilon_\theta(x_t, t)\big)`, turns every term into a weighted noise
-    regression:
+    - \bar\alpha_t}} \varepsilon_\theta(x_t, t)\big)` (what the samplers compute through
+    :math:`\hat x_0`), turns every term into a weighted noise regression:
 
     .. math:: L_{t-1} = \frac{\beta_t^2}{2 \sigma_t^2 \alpha_t (1 - \bar\alpha_t)}\,
        \mathbb E_{x_0, \varepsilon} \big\lVert \varepsilon - \varepsilon_\theta\big(
-       \sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t} \varepsilon, t\big) \big\rVert^2 + C.
+       \sqrt{\bar\alpha_t} x_0 + \sqrt{1 - \bar\alpha_t} \varepsilon, t\big) \big\rVert^2 + C_t.
 
-    Ho et al. drop the weights (which would spend the network's capacity on the easy, low-noise
-    steps) and sample :math:`t` uniformly, giving
+    :math:`L_0` is the decoder's likelihood of the data given :math:`x_1`; Ho et al. make it a
+    Gaussian discretised to the pixel levels, and the :math:`t = 1` term below stands in for
+    it (its density times the bin width, up to :math:`\sigma_1` and the edge bins).
+
+    Ho et al. drop the weights, which are largest at the first steps, where little noise is
+    left to remove, and sample :math:`t` uniformly, giving
 
     .. math:: L_\text{simple} = \mathbb E_{t \sim U\{1..T\},\, x_0,\, \varepsilon}
        \big\lVert \varepsilon - \varepsilon_\theta(x_t, t) \big\rVert^2,
@@ -352,6 +365,61 @@ def noise_prediction_loss(eps_pred: Tensor, eps: Tensor) -> Tensor:
         )
     dtype = torch.promote_types(torch.promote_types(eps_pred.dtype, eps.dtype), torch.float32)
     return F.mse_loss(eps_pred.to(dtype), eps.to(dtype))
+
+
+def linear_noise_prediction_mse(
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    labels: Tensor | None = None,
+    *,
+    per_pixel: bool = True,
+) -> Tensor:
+    r"""The noise-prediction loss at every step index of the best *linear* noise predictor: a
+    baseline with no network, which knows only the mean and covariance of the data.
+
+    For :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \varepsilon` with
+    :math:`\varepsilon \sim \mathcal N(0, I)` independent of :math:`x_0` (mean :math:`m`,
+    covariance :math:`C`), the affine estimate of :math:`\varepsilon` from :math:`x_t` with the
+    least squared error (the Wiener filter) and its error per pixel are
+
+    .. math:: \hat\varepsilon = \sqrt{1 - \bar\alpha_t}\, \Sigma_t^{-1}
+       (x_t - \sqrt{\bar\alpha_t}\, m), \quad \Sigma_t = \bar\alpha_t C + (1 - \bar\alpha_t) I,
+       \qquad \frac1D\, \mathbb E \lVert \varepsilon - \hat\varepsilon \rVert^2
+       = \frac1D \sum_{i=1}^D \frac{\bar\alpha_t \lambda_i}{\bar\alpha_t \lambda_i
+       + 1 - \bar\alpha_t},
+
+    with :math:`\lambda_i` the eigenvalues of :math:`C`.  ``per_pixel=True`` estimates each
+    pixel's noise from that pixel alone (:math:`C` replaced by its diagonal, so the
+    :math:`\lambda_i` are the pixel variances); ``per_pixel=False`` uses every pixel, which is
+    the exact noise predictor if the data were Gaussian.  With ``labels`` the moments are those
+    of each class (a predictor told the label), and the error is averaged over the examples.
+    Pixels that never vary (a digit's border) make the baseline strong: there :math:`x_t`
+    reveals the noise exactly.  The moments are those of ``x0`` itself (the predictor fitted
+    on it).
+
+    x0: (N, ...) data in the model's range, N >= 2 (per class); labels: (N,) integers or None
+    -> (T,) float64, the mean squared error per pixel at each step index.
+    """
+    if x0.ndim < 2 or len(x0) < 2:
+        raise ValueError(f"x0 must be a batch (N, ...) of N >= 2 examples, got {tuple(x0.shape)}")
+    x = x0.detach().flatten(1).to(device="cpu", dtype=torch.float64)  # (N, D)
+    groups = [x]
+    if labels is not None:
+        labels = torch.as_tensor(labels).cpu()
+        if labels.shape != (len(x),) or labels.is_floating_point():
+            raise ValueError(f"labels must be ({len(x)},) integers, got {tuple(labels.shape)}")
+        groups = [x[labels == k] for k in labels.unique()]
+        if min(len(g) for g in groups) < 2:
+            raise ValueError("every class in labels needs at least 2 examples")
+    ab = schedule.alphas_bar.to("cpu", torch.float64)[:, None]  # (T, 1)
+    mse = torch.zeros(len(ab), dtype=torch.float64)
+    for g in groups:
+        if per_pixel:
+            lam = g.var(0, correction=0)  # (D,)
+        else:
+            lam = torch.linalg.eigvalsh(torch.cov(g.T, correction=0)).clamp(min=0)
+        mse += len(g) / len(x) * (ab * lam / (ab * lam + 1 - ab)).mean(1)
+    return mse
 
 
 # ----------------------------------------------------------------------------------------------
@@ -634,8 +702,10 @@ class Diffusion(nn.Module):
         where :math:`\varnothing` is the "no label" index and a zero vector.  ``w = 0`` is the
         unconditional model, ``w = 1`` the conditional one, and ``w > 1`` extrapolates away
         from the unconditional prediction: samples follow the condition more closely and vary
-        less.  (Some papers write :math:`1 + w` for this ``w``.)  The two predictions come from
-        one batch of 2B.  ``guidance=None`` is a single pass with the given ``y``/``cond``
+        less.  Ho & Salimans write the same combination as :math:`(1 + w')\,\varepsilon_\theta(
+        x_t, t, y, c) - w'\,\varepsilon_\theta(x_t, t, \varnothing)`: their :math:`w'` is this
+        ``w - 1`` (their 0 is the conditional model).  The two predictions come from one batch
+        of 2B.  ``guidance=None`` is a single pass with the given ``y``/``cond``
         (``None`` meaning no condition).
         """
         if guidance is None:
