@@ -335,7 +335,12 @@ def heldout_nll(
 
     Returns:
         ``{"nll_nats", "bits_per_dim" (None for codes), "n", "k", "unit", "comparable",
-        "note"}`` plus ``"nll_given_label_nats"`` (cVAE) or ``"bits_per_code"`` (VQ-VAE).
+        "note"}`` plus ``"bits_per_code"`` (VQ-VAE) or, for the cVAE, ``"nll_given_label_nats"``
+        (:math:`-\\log p(x \\mid y)` at the true label) and ``"label_accuracy"`` (the share of
+        digits whose bound is highest at their own label).  The marginal minus the
+        label-given NLL is the mean of :math:`\\log(10\\,p(y \\mid x))` under the model's Bayes
+        posterior: at most :math:`\\log 10`, 0 for a decoder that ignores the label, and at
+        most 0 on average for a posterior unrelated to the label (Jensen's inequality).
     """
     from .models.vae import iwae_bound
 
@@ -379,7 +384,12 @@ def heldout_nll(
             1,
         ).double()  # (N, 10): L_k(x | y) for every label
         nll = -(torch.logsumexp(bounds, 1) - math.log(NUM_CLASSES))
-        extra = {"nll_given_label_nats": -bounds[torch.arange(n), labels.cpu()].mean().item()}
+        own = bounds[torch.arange(n), labels.cpu()]  # (N,) L_k(x | y) at each digit's label
+        extra = {
+            "nll_given_label_nats": -own.mean().item(),
+            # the cVAE as a classifier by Bayes' rule (uniform labels): argmax_y p(x | y)
+            "label_accuracy": (bounds.argmax(1) == labels.cpu()).double().mean().item(),
+        }
         note = f"IWAE bound of p(x) = mean over the 10 labels of p(x|y), k = {k} per label"
     mean = nll.mean().item()
     return {
