@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 
@@ -54,6 +55,11 @@ def test_every_bench_prints_one_json_line_then_a_summary(name, capsys):
     assert all(math.isfinite(v) for v in _numbers(result))
     if name == "trainer":
         assert result["raw_ms_per_step"] > 0 and result["trainer_ms_per_step"] > 0
+        pairs = list(zip(result["trainer_ms_all"], result["raw_ms_all"]))
+        assert len(result["ratio_all"]) == len(pairs) == result["repeats"]
+        assert result["ratio"] == pytest.approx(statistics.median(result["ratio_all"]), abs=1e-4)
+        differences = [t - r for t, r in pairs]  # the ms columns are rounded to 4 digits
+        assert result["overhead_ms"] == pytest.approx(statistics.median(differences), abs=1e-3)
         return
     rows = result["results"]
     assert rows and all(ROW_KEYS[name] <= set(r) for r in rows)
