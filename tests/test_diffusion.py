@@ -490,6 +490,22 @@ def test_guidance_runs_both_predictions_in_one_batch():
     assert torch.equal(call.y, torch.tensor([0, 1, 2, 0, 1, 3, 3, 3, 3, 3]))
 
 
+@pytest.mark.parametrize("guidance, expected_y", [(1.0, [0, 1, 2]), (0.0, [3, 3, 3])])
+def test_guidance_one_and_zero_take_one_pass_of_the_prediction_they_equal(guidance, expected_y):
+    net = RecordingNet(num_classes=3, cond_dim=2)
+    d = Diffusion(net, DiffusionConfig(image_shape=(1, 2, 2)))
+    x, t, y, cond = (
+        torch.randn(3, 1, 2, 2),
+        torch.arange(3),
+        torch.tensor([0, 1, 2]),
+        torch.ones(3, 2),
+    )
+    d.eps(x, t, y, cond, guidance=guidance)
+    assert len(net.calls) == 1 and net.calls[0].x.shape == (3, 1, 2, 2)
+    assert net.calls[0].y.tolist() == expected_y
+    assert torch.equal(net.calls[0].cond, cond * guidance)  # zeros: the null condition
+
+
 def test_guidance_needs_a_conditional_model_and_a_condition(tiny_unet):
     plain = Diffusion(tiny_unet(), DiffusionConfig(timesteps=10, image_shape=(1, 8, 8)))
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([1, 2])

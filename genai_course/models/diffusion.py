@@ -705,7 +705,8 @@ class Diffusion(nn.Module):
         less.  Ho & Salimans write the same combination as :math:`(1 + w')\,\varepsilon_\theta(
         x_t, t, y, c) - w'\,\varepsilon_\theta(x_t, t, \varnothing)`: their :math:`w'` is this
         ``w - 1`` (their 0 is the conditional model).  The two predictions come from one batch
-        of 2B.  ``guidance=None`` is a single pass with the given ``y``/``cond``
+        of 2B, except at ``w = 1`` and ``w = 0``, where the combination is one of them and one
+        pass of B gives it.  ``guidance=None`` is a single pass with the given ``y``/``cond``
         (``None`` meaning no condition).
         """
         if guidance is None:
@@ -716,10 +717,14 @@ class Diffusion(nn.Module):
             )
         if y is None and cond is None:
             raise ValueError("guidance needs a condition: pass labels y and/or a vector cond")
-        y2 = None
-        if y is not None:
-            y2 = torch.cat([y, torch.full_like(y, self.num_classes)])
-        cond2 = None if cond is None else torch.cat([cond, torch.zeros_like(cond)])
+        y_null = None if y is None else torch.full_like(y, self.num_classes)
+        cond_null = None if cond is None else torch.zeros_like(cond)
+        if guidance == 1:  # the conditional prediction itself: half the work
+            return self.unet(x_t, t, y, cond)
+        if guidance == 0:  # the unconditional one
+            return self.unet(x_t, t, y_null, cond_null)
+        y2 = None if y is None else torch.cat([y, y_null])
+        cond2 = None if cond is None else torch.cat([cond, cond_null])
         both = self.unet(torch.cat([x_t, x_t]), torch.cat([t, t]), y2, cond2)  # (2B, C, H, W)
         eps_cond, eps_uncond = both.chunk(2)
         return eps_uncond + guidance * (eps_cond - eps_uncond)
