@@ -57,6 +57,25 @@ def test_teacher_forced_loss_equals_stepping_the_recurrence_one_char_at_a_time(
     torch.testing.assert_close(model.loss(batch).item(), total / tokens, atol=1e-5, rtol=1e-5)
 
 
+def test_the_gru_resets_after_the_matrix_product_as_documented():
+    # the module docstring's GRU: h~ = tanh(W e + b + r * (U h + c)), h' = z * h + (1 - z) * h~
+    model = _rnn("gru").eval()
+    gru = model.rnn
+    e, h = torch.randn(5, 8), torch.randn(5, 16)
+    W_r, W_z, W_n = gru.weight_ih_l0.chunk(3)  # PyTorch's gate order: reset, update, new
+    U_r, U_z, U_n = gru.weight_hh_l0.chunk(3)
+    b_r, b_z, b_n = gru.bias_ih_l0.chunk(3)
+    c_r, c_z, c_n = gru.bias_hh_l0.chunk(3)
+    r = torch.sigmoid(e @ W_r.T + b_r + h @ U_r.T + c_r)
+    z = torch.sigmoid(e @ W_z.T + b_z + h @ U_z.T + c_z)
+    after = torch.tanh(e @ W_n.T + b_n + r * (h @ U_n.T + c_n))
+    before = torch.tanh(e @ W_n.T + b_n + (r * h) @ U_n.T + c_n)  # Cho et al.'s placement
+    with torch.no_grad():
+        _, out = gru(e[:, None], h[None])  # one step from state h
+    torch.testing.assert_close(out[0], z * h + (1 - z) * after)
+    assert (out[0] - (z * h + (1 - z) * before)).abs().max() > 1e-3  # a different function
+
+
 def test_padding_changes_neither_the_loss_nor_the_log_likelihood():
     model = _rnn("lstm").eval()
     x, y = model.encode_names(NAMES)

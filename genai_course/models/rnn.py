@@ -17,9 +17,13 @@ where :math:`h_t` summarises :math:`x_0 \\dots x_{t-1}` through one of three rec
   :math:`(e_t, h_{t-1})`, a cell :math:`s_t = f \\odot s_{t-1} + i \\odot g` and
   :math:`h_t = o \\odot \\tanh(s_t)`; the additive cell update lets gradients flow over many
   steps;
-- ``gru`` (Cho et al., 2014): an update gate :math:`z`, a reset gate :math:`r`,
-  :math:`\\tilde h = \\tanh(W e_t + U (r \\odot h_{t-1}))` and
-  :math:`h_t = (1 - z) \\odot h_{t-1} + z \\odot \\tilde h`.
+- ``gru`` (Cho et al., 2014), as ``nn.GRU`` computes it: gates
+  :math:`r, z = \\sigma(W_{r,z} e_t + b_{r,z} + U_{r,z} h_{t-1} + c_{r,z})`, a candidate
+  :math:`\\tilde h = \\tanh\\big(W e_t + b + r \\odot (U h_{t-1} + c)\\big)` and
+  :math:`h_t = z \\odot h_{t-1} + (1 - z) \\odot \\tilde h`. The reset gate acts *after*
+  the product with :math:`U` (cuDNN's form, which lets one matrix product serve all three
+  gates); Cho et al. reset before it, :math:`U (r \\odot h_{t-1})`, a slightly different
+  function. :math:`z` is the share of the old state kept, as in Cho et al.
 
 Generating a name samples :math:`x_1, x_2, \\dots` one at a time until the boundary token comes
 out (or ``max_len`` characters). Training uses *teacher forcing*: the input at step :math:`t` is
