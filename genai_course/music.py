@@ -50,6 +50,7 @@ __all__ = [
     "render_tune",
     "split_tunes",
     "generate_tunes",
+    "header_in_context_share",
     "tunes_corpus",
     "synthesize",
     "tokenize_body",
@@ -497,6 +498,32 @@ def tunes_corpus(tunes: Sequence[str], vocab: str | None = None) -> str:
     character outside ``vocab`` (if given) folded to one inside (:func:`data.fold_to_vocab`)."""
     text = "\n".join(tunes) + "\n"
     return data.fold_to_vocab(text, vocab) if vocab is not None else text
+
+
+def header_in_context_share(tunes: Sequence[str], block_size: int) -> float:
+    """Share of the next-character predictions on tune bodies whose context holds the tune's
+    whole header, when training windows of ``block_size`` characters start at uniformly random
+    offsets of :func:`tunes_corpus` (as :class:`~genai_course.data.TokenWindows` draws them).
+
+    A window starting at ``s`` predicts the character at ``q`` from ``x[s:q]``, for ``q - s`` in
+    ``1 .. block_size``; over random starts, ``q - s`` is uniform there. A body character ``d``
+    characters after its tune's first one (``d`` at least the header's length) therefore has the
+    tune's start in its context with probability ``max(0, block_size - d + 1) / block_size``.
+    The share is that probability averaged over all body characters (each is a target equally
+    often), up to edge effects at the two ends of the corpus. Every cleaned tune has a header
+    of four lines (``X:``, ``M:``, ``L:``, ``K:``).
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    seen, total = 0.0, 0
+    for tune in tunes:
+        body_start = len(tune) - len(tune.split("\n", 4)[-1])  # offset of the first body char
+        d = np.arange(body_start, len(tune))  # body characters' offsets in their tune
+        seen += float(np.clip(block_size - d + 1, 0, None).sum()) / block_size
+        total += len(d)
+    if total == 0:
+        raise ValueError("the tunes have no body characters (expected cleaned tunes)")
+    return seen / total
 
 
 def generate_tunes(

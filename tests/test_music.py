@@ -181,3 +181,28 @@ def test_tunes_corpus_folds_to_the_vocabulary():
     )
     assert text.endswith("|\n") and set(text) <= set(vocab)
     assert "GA?|" in text  # Ä folds to A, c (not in the vocabulary) to ?
+
+
+def test_header_share_matches_counting_random_training_windows():
+    tunes = ["X:1\nM:6/8\nL:1/8\nK:G\n" + "dBG AFD|" * n for n in (2, 5, 9, 30)]
+    block = 64
+    text = music.tunes_corpus(tunes)
+    starts = [text.find(t) for t in tunes]
+    body = {}  # corpus position of each body character -> its tune's start
+    for a, t in zip(starts, tunes):
+        first = a + len(t) - len(t.split("\n", 4)[-1])
+        body.update({q: a for q in range(first, a + len(t))})
+    # every window start over one period of the corpus repeated end to end: each target sits
+    # at each position 1 .. block of a window exactly once, so the count is exact
+    hits = count = 0
+    for s in range(len(text), 2 * len(text)):
+        for q in range(s + 1, s + block + 1):  # the targets of the window starting at s
+            a = body.get(q % len(text))
+            if a is not None:
+                count += 1
+                hits += s <= a + (q // len(text)) * len(text)
+    assert music.header_in_context_share(tunes, block) == pytest.approx(hits / count, rel=1e-9)
+    # windows much longer than a tune: nearly every body character sees its header
+    assert music.header_in_context_share(tunes[:1], 1000) > 0.95
+    with pytest.raises(ValueError, match="block_size"):
+        music.header_in_context_share(tunes, 0)
