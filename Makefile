@@ -11,6 +11,8 @@ TORCH_VERSION ?= 2.13.0
 # installs the CPU-only build on a Linux machine without a GPU.
 TORCH_INDEX ?=
 NB_TIMEOUT ?= 180
+# Notebooks executed at a time; empty: one per CPU core (each kernel gets its share of threads).
+NB_JOBS ?=
 BUILD := _build
 # The executed copy of the book's sources: the notebooks in git stay free of outputs.
 # (Not under _build: nbmake skips any path with _build in it.)
@@ -34,7 +36,7 @@ $(VENV)/.installed: pyproject.toml
 # when it or the package changed since its last successful run (make clean forces all of them);
 # each chapter is printed as it starts and ends, with its time and the running total.
 notebooks: install
-	$(PY) scripts/execute_notebooks.py --out $(SRC) --timeout $(NB_TIMEOUT)
+	$(PY) scripts/execute_notebooks.py --out $(SRC) --timeout $(NB_TIMEOUT) $(if $(NB_JOBS),--jobs $(NB_JOBS))
 
 # Build from the executed copy; _config.yml sets execute_notebooks: off.
 site:

@@ -5,10 +5,15 @@
 there with nbmake (``pytest --nbmake --overwrite``), keeping the outputs for the site. A notebook
 is executed again only when its key changed since its last successful execution: the SHA-256 of
 the notebook's source, of every file of the package ``genai_course/`` and of ``pyproject.toml``.
-Each chapter is printed as it starts and with its time when it ends, with the running total.
-Deleting the output folder (``make clean``) forces every notebook to run; a fresh clone has none.
+Each chapter is printed as it starts and with its time and its slowest cell when it ends, with
+the running total. Deleting the output folder (``make clean``) forces every notebook to run; a
+fresh clone has none.
 
-    python scripts/execute_notebooks.py --out executed --timeout 180
+Notebooks run ``--jobs`` at a time (default: one per CPU core), each kernel with the cores shared
+out (``OMP_NUM_THREADS``): small CPU models gain more from two notebooks on one core each than
+from one notebook on two (chapters 04 + 08: 107 s side by side against 136 s in turn).
+
+    python scripts/execute_notebooks.py --out executed --timeout 180 --jobs 2
 """
 
 from __future__ import annotations
@@ -21,10 +26,21 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
 from pathlib import Path
+from threading import Lock
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMPS = ".executed.json"  # {notebook file name: key of its last successful execution}
+_PRINT = Lock()
+
+
+def say(text: str) -> None:
+    """Print one whole line at a time: notebooks run side by side in threads."""
+    with _PRINT:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def package_key(root: Path = ROOT) -> str:
@@ -68,7 +84,27 @@ def _copy_sources(out: Path) -> None:
     (out / "notebooks").mkdir(exist_ok=True)
 
 
-def _execute(notebook: Path, out: Path, timeout: int) -> tuple[bool, str]:
+def slowest_cell(executed: Path) -> tuple[int, float] | None:
+    """(index, seconds) of the executed notebook's slowest code cell, from nbclient's timings."""
+    try:
+        cells = json.loads(executed.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    slowest = None
+    for index, cell in enumerate(cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        began, ended = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+        if cell.get("cell_type") != "code" or not (began and ended):
+            continue
+        seconds = (datetime.fromisoformat(ended) - datetime.fromisoformat(began)).total_seconds()
+        if slowest is None or seconds > slowest[1]:
+            slowest = (index, seconds)
+    return slowest
+
+
+def _execute(
+    notebook: Path, out: Path, timeout: int, threads: int | None = None
+) -> tuple[bool, str]:
     target = out / "notebooks" / notebook.name
     shutil.copy2(notebook, target)
     command = [
@@ -76,8 +112,16 @@ def _execute(notebook: Path, out: Path, timeout: int) -> tuple[bool, str]:
         f"--nbmake-timeout={timeout}", "-p", "no:cacheprovider", "-q",
         str(target.relative_to(out)),
     ]  # fmt: skip
-    result = subprocess.run(command, cwd=out, capture_output=True, text=True)
+    env = dict(os.environ)
+    if threads is not None:  # torch's intra-op pool reads these when the kernel imports it
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    result = subprocess.run(command, cwd=out, capture_output=True, text=True, env=env)
     return result.returncode == 0, result.stdout + result.stderr
+
+
+def _as_finished(pool: ThreadPoolExecutor, fn, items):
+    for future in as_completed([pool.submit(fn, item) for item in items]):
+        yield future.result()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--out", type=Path, default=ROOT / "executed", help="the executed copy")
     parser.add_argument("--timeout", type=int, default=180, help="nbmake's limit per cell, s")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="notebooks executed at a time (default: the number of CPU cores)",
+    )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs expects a positive number of notebooks at a time, got {args.jobs}")
     notebooks = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     for notebook in notebooks:
         if notebook.suffix != ".ipynb" or not notebook.is_file():
@@ -104,27 +156,41 @@ def main(argv: list[str] | None = None) -> int:
 
     start, executed, reused, failed = time.monotonic(), [], [], []
     width = len(str(len(notebooks)))
-    for i, notebook in enumerate(notebooks, 1):
-        tag = f"[{i:{width}d}/{len(notebooks)}] {notebook.stem}"
-        key = notebook_key(notebook, package, args.timeout)
-        if stamps.get(notebook.name) == key and (out / "notebooks" / notebook.name).exists():
+    tags = {nb: f"[{i:{width}d}/{len(notebooks)}] {nb.stem}" for i, nb in enumerate(notebooks, 1)}
+    keys = {nb: notebook_key(nb, package, args.timeout) for nb in notebooks}
+    todo = []
+    for notebook in notebooks:
+        if (
+            stamps.get(notebook.name) == keys[notebook]
+            and (out / "notebooks" / notebook.name).exists()
+        ):
             reused.append(notebook.name)
-            print(f"{tag}: unchanged, executed copy reused", flush=True)
-            continue
-        print(f"{tag}: executing ...", flush=True)
-        began = time.monotonic()
-        ok, log = _execute(notebook, out, args.timeout)
-        seconds = time.monotonic() - began
-        total = time.monotonic() - start
-        if ok:
-            stamps[notebook.name] = key
-            executed.append(notebook.name)
-            print(f"{tag}: done in {seconds:.0f} s (total {total:.0f} s)", flush=True)
+            say(f"{tags[notebook]}: unchanged, executed copy reused")
         else:
-            stamps.pop(notebook.name, None)
-            failed.append(notebook.name)
-            print(f"{tag}: FAILED after {seconds:.0f} s (total {total:.0f} s)\n{log[-6000:]}")
-        _write_stamps(stamps_path, stamps)
+            todo.append(notebook)
+    jobs = min(args.jobs, max(1, len(todo)))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def run(notebook: Path) -> tuple[Path, bool, str, float]:
+        say(f"{tags[notebook]}: executing ...")
+        began = time.monotonic()
+        ok, log = _execute(notebook, out, args.timeout, threads)
+        return notebook, ok, log, time.monotonic() - began
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # results in the order they finish
+        for notebook, ok, log, seconds in _as_finished(pool, run, todo):
+            tag, total = tags[notebook], time.monotonic() - start
+            if ok:
+                stamps[notebook.name] = keys[notebook]
+                executed.append(notebook.name)
+                cell = slowest_cell(out / "notebooks" / notebook.name)
+                slow = f", slowest cell {cell[0]}: {cell[1]:.0f} s" if cell else ""
+                say(f"{tag}: done in {seconds:.0f} s{slow} (total {total:.0f} s)")
+            else:
+                stamps.pop(notebook.name, None)
+                failed.append(notebook.name)
+                say(f"{tag}: FAILED after {seconds:.0f} s (total {total:.0f} s)\n{log[-6000:]}")
+            _write_stamps(stamps_path, stamps)
 
     total = time.monotonic() - start
     print(

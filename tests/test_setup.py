@@ -73,7 +73,7 @@ def test_a_rebuild_executes_only_what_changed(tmp_path, monkeypatch):
     runner = _load_script("execute_notebooks")
     ran = []
 
-    def fake_execute(notebook, out, timeout):
+    def fake_execute(notebook, out, timeout, threads=None):
         ran.append(notebook.name)
         (out / "notebooks" / notebook.name).write_bytes(notebook.read_bytes())
         return True, ""
@@ -87,20 +87,20 @@ def test_a_rebuild_executes_only_what_changed(tmp_path, monkeypatch):
     out, args = tmp_path / "executed", ["--out", str(tmp_path / "executed")]
     notebooks = [str(p) for p in sorted(source.glob("*.ipynb"))]
 
-    assert runner.main([*notebooks, *args]) == 0 and ran == ["01_a.ipynb", "02_b.ipynb"]
+    assert runner.main([*notebooks, *args]) == 0 and sorted(ran) == ["01_a.ipynb", "02_b.ipynb"]
     ran.clear()
     assert runner.main([*notebooks, *args]) == 0 and ran == []  # nothing changed
     (source / "02_b.ipynb").write_text(json.dumps({"cells": [], "edited": True}))
     assert runner.main([*notebooks, *args]) == 0 and ran == ["02_b.ipynb"]
     ran.clear()
     monkeypatch.setattr(runner, "package_key", lambda: "package-v2")  # the package changed
-    assert runner.main([*notebooks, *args]) == 0 and ran == ["01_a.ipynb", "02_b.ipynb"]
+    assert runner.main([*notebooks, *args]) == 0 and sorted(ran) == ["01_a.ipynb", "02_b.ipynb"]
     assert set(json.loads((out / runner.STAMPS).read_text())) == {"01_a.ipynb", "02_b.ipynb"}
 
 
 def test_a_failed_notebook_is_not_recorded_and_runs_again(tmp_path, monkeypatch):
     runner = _load_script("execute_notebooks")
-    monkeypatch.setattr(runner, "_execute", lambda notebook, out, timeout: (False, "boom"))
+    monkeypatch.setattr(runner, "_execute", lambda notebook, out, timeout, threads=None: (False, "boom"))
     monkeypatch.setattr(runner, "package_key", lambda: "package")
     notebook = tmp_path / "01_a.ipynb"
     notebook.write_text("{}")
