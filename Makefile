@@ -51,7 +51,7 @@ book: notebooks
 
 lint: install
 	$(VENV)/bin/ruff check genai_course tests notebooks scripts
-	$(PY) scripts/check_typed_figures.py --debt scripts/typed_figures_debt.json
+	$(PY) scripts/check_typed_figures.py
 
 unit: install
 	$(PY) -m pytest tests -q --durations=15
