@@ -10,7 +10,9 @@ TORCH_VERSION ?= 2.13.0
 # Empty: pip's configured index (PyPI). make book TORCH_INDEX=https://download.pytorch.org/whl/cpu
 # installs the CPU-only build on a Linux machine without a GPU.
 TORCH_INDEX ?=
-NB_TIMEOUT ?= 180
+# nbmake's limit per cell: a guard against a hung cell, not the 3-minute budget per notebook.
+# (180 s stopped a 2-thread training cell that ran 160-200 s while the machine was shared.)
+NB_TIMEOUT ?= 300
 # Notebooks executed at a time, each kernel with its share of the cores' threads. One for now:
 # on 2 cores with one thread per kernel the slowest cells pass the per-cell limit (09's cell 15
 # took 309 s side by side, on a busy machine; all of chapter 09 took 171 s alone on CI), so

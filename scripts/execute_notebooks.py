@@ -13,7 +13,7 @@ Notebooks run ``--jobs`` at a time (default: one per CPU core), each kernel with
 out (``OMP_NUM_THREADS``): small CPU models gain more from two notebooks on one core each than
 from one notebook on two (chapters 04 + 08: 107 s side by side against 136 s in turn).
 
-    python scripts/execute_notebooks.py --out executed --timeout 180 --jobs 2
+    python scripts/execute_notebooks.py --out executed --timeout 300 --jobs 2
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
     parser.add_argument("--out", type=Path, default=ROOT / "executed", help="the executed copy")
-    parser.add_argument("--timeout", type=int, default=180, help="nbmake's limit per cell, s")
+    parser.add_argument("--timeout", type=int, default=300, help="nbmake's limit per cell, s")
     parser.add_argument(
         "--jobs",
         type=int,
