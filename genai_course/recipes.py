@@ -325,9 +325,11 @@ def _fit_vae(
 def cvae_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(VAEConfig fields, TrainConfig fields) of the class-conditional VAE for ``profile``.
 
-    A small latent space (3 dimensions) leaves the class to the label and only the style to
-    ``z``: with 16 latent dimensions the decoder learns to partly ignore the label, and only
-    about 60% of its samples of a class are recognised as that class (measured).
+    A small latent space (3 dimensions): in chapter 04's cpu-profile run (one seed each) the same
+    recipe with 16 latent dimensions had 0.609 of its samples of a class recognised as that
+    class, against 0.878 with 3.  The cause was not measured; the hypotheses are that the wider
+    codes carry class information the decoder reads instead of the label, or that prior draws
+    land where the 16-dimensional aggregate posterior has little mass.
     """
     model = dict(
         arch="mlp",
@@ -475,10 +477,10 @@ def train_vqvae(opts: RunOptions) -> dict[str, Any]:
 def gpt_pydocs_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(GPTConfig fields, TrainConfig fields) of the Python-reference GPT for ``profile``.
 
-    ``cpu`` is what a notebook trains in about a minute and a half on 2 cores; ``full`` is
-    the shipped checkpoint: wider, dropout against the 370 KB corpus, and a 512-character
-    context so that 500 new characters after a short prompt fit in one window (chapter 09
-    compares generation with and without the KV cache there, where both must agree exactly).
+    ``cpu`` is what a notebook trains on 2 cores within its time budget; ``full`` is the shipped
+    checkpoint: wider, dropout against the 370 KB corpus, and a 512-character context, so that
+    a short prompt and its continuation fit in one window (chapter 09 compares generation with
+    and without the KV cache there: equal logits up to float rounding, the same greedy tokens).
     """
     model = pick(
         smoke=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0),
@@ -744,15 +746,18 @@ def gan_settings(kind: str, profile: str) -> dict[str, Any]:
         arch="dcgan",
         width=pick(smoke=8, cpu=32, full=64, profile=profile),
         latent_dim=64,
-        # nearest-neighbour upsampling: FID 355 vs 559 for transposed convolutions after
-        # 2,000 steps (measured), whose checkerboard speckle the classifier's features notice
+        # nearest-neighbour upsampling then a 3x3 convolution: no uneven overlap, so none of
+        # the checkerboard artefacts of transposed convolutions (Odena et al., 2016); chapter
+        # 06's exercise 4 trains both
         upsample="nearest",
         loss="wgan-gp" if wgan else "ns",
         num_classes=10 if kind == "cgan" else 0,
-        # without it the conditional generator ignores z (one image per class; measured pixel
-        # spread 0.03 vs 0.17 for real digits of a class, FID 945); with it, 0.18 and FID 211.
-        # The unconditional DCGAN does worse with it (full profile: FID 433 vs 338, class KL
-        # 0.225 vs 0.079, measured), so only the cGAN uses it.
+        # lambda of the mode-seeking term (Mao et al.): the generator's loss gains
+        # lambda / (r + eps), r the ratio of image distance to latent distance, which pushes a
+        # conditional generator to use z rather than draw one image per class. Chapter 07
+        # measures the cGAN's within-class pixel spread against real digits. Only the cGAN
+        # uses it: the failure it targets, one image per label, needs labels; chapter 06's
+        # exercise 5 tries it on the unconditional DCGAN.
         mode_seeking=1.0 if kind == "cgan" else 0.0,
     )
     train = dict(

@@ -11,7 +11,9 @@ from genai_course.data import load_digits
 from genai_course.models.vae import (
     VAE,
     VAEConfig,
+    aggregate_posterior_moments,
     bernoulli_log_likelihood,
+    bernoulli_nll_floor,
     gaussian_kl_standard,
     gaussian_log_likelihood,
     iwae_bound,
@@ -35,6 +37,41 @@ def test_kl_closed_form_matches_monte_carlo():
     exact = gaussian_kl_standard(mu, logvar)
     assert exact.shape == (4,)
     assert ((mc - exact).abs() < 4 * se).all(), (mc, exact, se)
+
+
+def test_aggregate_posterior_moments_match_samples_of_the_mixture():
+    g = torch.Generator().manual_seed(3)
+    mu = 2 * torch.randn(5, 3, generator=g, dtype=torch.float64) + 0.5
+    logvar = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    which = torch.randint(0, 5, (400_000,), generator=g)  # a draw from q(z) = mean_n q(z | x_n)
+    eps = torch.randn(400_000, 3, generator=g, dtype=torch.float64)
+    z = mu[which] + (0.5 * logvar[which]).exp() * eps
+    mean, std = aggregate_posterior_moments(mu, logvar)
+    assert mean.shape == std.shape == (3,)
+    torch.testing.assert_close(mean, z.mean(0), atol=0.02, rtol=0)
+    torch.testing.assert_close(std, z.std(0), atol=0.02, rtol=0)
+    # posteriors that all equal the prior give the prior's moments; point masses their spread
+    mean, std = aggregate_posterior_moments(torch.zeros(4, 2), torch.zeros(4, 2))
+    assert mean.tolist() == [0.0, 0.0] and std.tolist() == [1.0, 1.0]
+    mean, std = aggregate_posterior_moments(mu, torch.full_like(mu, float("-inf")))
+    torch.testing.assert_close(std, mu.std(0, correction=0))
+    with pytest.raises(ValueError, match="one shape"):
+        aggregate_posterior_moments(torch.zeros(4, 2), torch.zeros(4, 3))
+
+
+def test_bernoulli_nll_floor_is_the_minimum_over_decoders_and_zero_on_binary_pixels():
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    floor = bernoulli_nll_floor(x)
+    # reached by the decoder that predicts each pixel's own value ...
+    torch.testing.assert_close(floor, -bernoulli_log_likelihood(torch.logit(x), x))
+    # ... and no other decoder goes below it
+    for _ in range(5):
+        logits = 3 * torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+        assert (-bernoulli_log_likelihood(logits, x) >= floor).all()
+    assert bernoulli_nll_floor((x > 0.5).double()).abs().max() == 0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bernoulli_nll_floor(x + 1)
 
 
 def test_log_normal_diag_matches_torch_distributions():

@@ -17,6 +17,7 @@ from genai_course.models.vqvae import (
     code_perplexity,
     codes_to_sequence,
     encode_dataset,
+    position_code_nll,
     sequence_to_codes,
     unigram_code_nll,
 )
@@ -399,3 +400,35 @@ def test_unigram_nll_rejects_float_codes_codes_out_of_range_and_negative_smoothi
         unigram_code_nll(ok, ok + 4, 4)
     with pytest.raises(ValueError, match="smoothing"):
         unigram_code_nll(ok, ok, 4, smoothing=-1.0)
+
+
+def test_position_nll_matches_a_hand_count_and_sees_position_the_unigram_misses():
+    # position 0 always holds code 0, position 1 always code 1: the global histogram is 50/50
+    grids = torch.tensor([[0, 1]] * 6)
+    assert unigram_code_nll(grids, grids, 2, smoothing=0.0) == pytest.approx(math.log(2))
+    assert position_code_nll(grids, grids, 2, smoothing=0.0) == pytest.approx(0.0, abs=1e-12)
+    # add-one: at each position the seen code has (6 + 1) / (6 + 2), the unseen one 1 / 8
+    assert position_code_nll(grids, grids, 2) == pytest.approx(-math.log(7 / 8))
+    assert position_code_nll(grids, grids.flip(1), 2) == pytest.approx(math.log(8))
+
+
+def test_position_nll_is_at_most_the_unigram_on_its_own_codes_and_equals_it_without_position():
+    codes = torch.randint(0, 16, (200, 3, 3)) % 11
+    codes[:, 0, 0] = 3  # one position with its own histogram
+    assert position_code_nll(codes, codes, 16, 0.0) < unigram_code_nll(codes, codes, 16, 0.0)
+    same = torch.randint(0, 8, (300, 1)).repeat(1, 4)  # every position the same histogram
+    assert position_code_nll(same, same, 8, 0.0) == pytest.approx(
+        unigram_code_nll(same, same, 8, 0.0)
+    )
+
+
+def test_position_nll_rejects_bad_grids_and_smoothing():
+    ok = torch.zeros(3, 2, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="integer"):
+        position_code_nll(ok.float(), ok, 4)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        position_code_nll(ok, ok + 4, 4)
+    with pytest.raises(ValueError, match="same grid"):
+        position_code_nll(ok, ok.reshape(3, 4), 4)
+    with pytest.raises(ValueError, match="smoothing"):
+        position_code_nll(ok, ok, 4, smoothing=-1.0)

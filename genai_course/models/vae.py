@@ -21,21 +21,30 @@ images close to the prior, so that decoding prior samples gives images.  Writing
 .. math:: \\log p_\\theta(x) - \\mathrm{ELBO}(x)
    = \\mathrm{KL}\\big(q_\\phi(z \\mid x)\\,\\|\\,p_\\theta(z \\mid x)\\big) \\ge 0,
 
-so raising the ELBO over :math:`\\phi` moves the encoder towards the true posterior, and over
-:math:`\\theta` raises the likelihood.  There is no log-determinant anywhere: the KL term is
-between two Gaussians and has the closed form of :func:`gaussian_kl_standard`.
+so raising the ELBO over :math:`\\phi` moves the encoder towards the true posterior (the
+likelihood does not depend on :math:`\\phi`).  Over :math:`\\theta` it raises a lower bound,
+not necessarily the likelihood: a step may instead shrink the gap, by moving the true posterior
+:math:`p_\\theta(z \\mid x)` towards the Gaussians the encoder can represent.  There is no
+log-determinant anywhere: the KL term is between two Gaussians and has the closed form of
+:func:`gaussian_kl_standard`.
 
 The expectation is estimated with one sample, drawn by *reparameterisation*
 :math:`z = \\mu_\\phi(x) + \\sigma_\\phi(x) \\odot \\varepsilon`, :math:`\\varepsilon \\sim
 \\mathcal N(0, I)`: the randomness no longer depends on :math:`\\phi`, so the gradient of the
 sampled ELBO flows through :math:`\\mu` and :math:`\\sigma` into the encoder.
 
-A *beta-VAE* minimises :math:`-\\mathbb E_q[\\log p_\\theta(x \\mid z)] + \\beta\\,\\mathrm{KL}`;
-:math:`\\beta > 1` trades reconstructions for smoother, more disentangled codes, and only
-:math:`\\beta = 1` is a bound on the likelihood.  A *class-conditional* VAE gives the label
-:math:`y` (one-hot) to both networks, :math:`q_\\phi(z \\mid x, y)` and
-:math:`p_\\theta(x \\mid z, y)`, and bounds :math:`\\log p_\\theta(x \\mid y)`: keeping :math:`z`
-and changing :math:`y` redraws the same handwriting style as another digit.
+A *beta-VAE* (Higgins et al. 2017) minimises
+:math:`-\\mathbb E_q[\\log p_\\theta(x \\mid z)] + \\beta\\,\\mathrm{KL}`; :math:`\\beta > 1`
+trades reconstructions for smoother, more disentangled codes.  Since the KL is non-negative, for
+:math:`\\beta \\ge 1` minus the objective is still a lower bound on the log-likelihood,
+:math:`\\log p_\\theta(x) \\ge \\mathrm{ELBO} \\ge \\mathbb E_q[\\log p_\\theta(x \\mid z)] -
+\\beta\\,\\mathrm{KL}`, a looser one than the ELBO (:math:`\\beta = 1`); :math:`\\beta < 1` gives
+no bound.  A *class-conditional* VAE gives the label :math:`y` (one-hot) to both
+networks, :math:`q_\\phi(z \\mid x, y)` and :math:`p_\\theta(x \\mid z, y)`, and bounds
+:math:`\\log p_\\theta(x \\mid y)`: keeping :math:`z` and changing :math:`y` is meant to redraw
+the same handwriting style as another digit.  This is the M2 model of Kingma et al. (2014) with
+the label always observed; the conditional VAE of Sohn et al. (2015) also conditions the prior,
+:math:`p_\\theta(z \\mid y)`, which here stays :math:`\\mathcal N(0, I)`.
 
 To *measure* the likelihood, the importance-weighted bound (IWAE, Burda et al. 2016) averages
 :math:`k` weights :math:`w_i = p_\\theta(x, z_i) / q_\\phi(z_i \\mid x)`, :math:`z_i \\sim q_\\phi`,
@@ -129,6 +138,33 @@ def gaussian_kl_standard(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).sum(-1)
 
 
+def aggregate_posterior_moments(mu: Tensor, logvar: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation, per latent dim, of the aggregate posterior
+    :math:`q(z) = \\frac1N \\sum_n \\mathcal N(z; \\mu_n, \\mathrm{diag}\\,\\sigma_n^2)`.
+
+    The mixture's moments follow from the law of total variance,
+
+    .. math:: \\mathbb E_q[z_j] = \\frac1N \\sum_n \\mu_{nj}, \\qquad
+       \\mathrm{Var}_q[z_j] = \\frac1N \\sum_n \\sigma_{nj}^2
+       + \\frac1N \\sum_n \\big(\\mu_{nj} - \\mathbb E_q[z_j]\\big)^2,
+
+    the spread within each posterior plus the spread of the posterior means.  Averaged over the
+    data, the ELBO's KL term is :math:`I_q(x; z) + \\mathrm{KL}(q(z) \\,\\|\\, p(z))` (Hoffman and
+    Johnson 2016), so training keeps :math:`q(z)` near the prior, with moments near 0 and 1, but
+    does not force it there; an autoencoder's codes sit at any scale.  ``logvar`` may be
+    ``-inf`` for point masses (an autoencoder's codes).
+    mu, logvar (N, d) -> (mean (d,), std (d,)).
+    """
+    if mu.ndim != 2 or mu.shape != logvar.shape or len(mu) == 0:
+        raise ValueError(
+            f"expected mu and logvar of one shape (N, d), N >= 1, got {tuple(mu.shape)} and "
+            f"{tuple(logvar.shape)}"
+        )
+    mean = mu.mean(0)
+    var = logvar.exp().mean(0) + (mu - mean).pow(2).mean(0)
+    return mean, var.sqrt()
+
+
 def log_normal_diag(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     """Log-density of a diagonal Gaussian, summed over the last dim (nats).
 
@@ -153,6 +189,26 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
     cross-entropy that VAE papers report on non-binarised MNIST, not a normalised density.
     """
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+def bernoulli_nll_floor(x: Tensor) -> Tensor:
+    """The smallest Bernoulli "NLL" any decoder can give grey-level pixels, summed over pixels
+    (nats): the binary entropy of each pixel value,
+
+    .. math:: \\min_{\\pi} -\\sum_p \\big(x_p \\log \\pi_p + (1 - x_p) \\log(1 - \\pi_p)\\big)
+       = \\sum_{p=1}^D H_2(x_p), \\qquad H_2(u) = -u \\log u - (1 - u) \\log(1 - u),
+
+    reached at :math:`\\pi = x` (the cross-entropy of a pixel is minimised by its own value).
+    It is 0 only for binary pixels, so on grey-level digits a VAE's cross-entropy has this floor
+    and cannot be compared with likelihoods of binarised digits.  x (B, ...) in [0, 1] -> (B,).
+    """
+    if not isinstance(x, Tensor) or x.ndim < 2 or not x.is_floating_point():
+        got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected a float batch (B, ...) of pixels in [0, 1], got {got}")
+    if check_values() and bool(((x < 0) | (x > 1)).any()):
+        raise ValueError("expected pixels in [0, 1] (a Bernoulli mean), got values outside it")
+    x = x.flatten(1)
+    return -(torch.xlogy(x, x) + torch.xlogy(1 - x, 1 - x)).sum(1)
 
 
 def gaussian_log_likelihood(mean: Tensor, x: Tensor, std: float | Tensor) -> Tensor:
@@ -511,7 +567,9 @@ __all__ = [
     "LIKELIHOODS",
     "VAE",
     "VAEConfig",
+    "aggregate_posterior_moments",
     "bernoulli_log_likelihood",
+    "bernoulli_nll_floor",
     "gaussian_kl_standard",
     "gaussian_log_likelihood",
     "iwae_bound",

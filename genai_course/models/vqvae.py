@@ -180,6 +180,54 @@ def unigram_code_nll(
     return -torch.log(p[codes.reshape(-1).long()]).mean().item()
 
 
+def position_code_nll(
+    train_codes: Tensor, codes: Tensor, num_codes: int, smoothing: float = 1.0
+) -> float:
+    """Nats per code that a prior knowing only each code's *position* scores on ``codes``: one
+    (add-``smoothing``) histogram per grid position, fitted on ``train_codes``,
+
+    .. math:: -\\frac{1}{B T} \\sum_{b, t} \\log \\hat p_t(k_{b,t}), \\qquad
+       \\hat p_t(k) = \\frac{n_{t,k} + \\alpha}{N + K \\alpha},
+
+    with :math:`n_{t,k}` the number of the N training grids whose code at position t is k. It
+    reads no other code of the grid, so it is the baseline for a prior that has position
+    embeddings: what such a prior gains below it comes from the other codes. Averaged over
+    positions it is never above :func:`unigram_code_nll` on the training codes themselves
+    (:math:`\\alpha = 0`), since conditioning on the position cannot raise the entropy.
+
+    Args:
+        train_codes: (N, h, w) integer codes in [0, K) (any trailing shape, one position each).
+        codes: (B, h, w) integer codes to score, same trailing shape as ``train_codes``.
+        num_codes: K.
+        smoothing: :math:`\\alpha \\ge 0`, pseudo-counts added to every code at every position.
+    """
+    for name, c in (("train_codes", train_codes), ("codes", codes)):
+        if c.dtype.is_floating_point or c.numel() == 0 or c.ndim < 2:
+            raise ValueError(
+                f"{name} must be a non-empty integer tensor (B, h, w), got {c.dtype} "
+                f"{tuple(c.shape)}"
+            )
+        if c.min() < 0 or c.max() >= num_codes:
+            raise ValueError(f"{name} must lie in [0, {num_codes}), got [{c.min()}, {c.max()}]")
+    if train_codes.shape[1:] != codes.shape[1:]:
+        raise ValueError(
+            f"train_codes and codes must have the same grid, got {tuple(train_codes.shape[1:])} "
+            f"and {tuple(codes.shape[1:])}"
+        )
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    train = train_codes.reshape(train_codes.shape[0], -1).long()  # (N, T)
+    scored = codes.reshape(codes.shape[0], -1).long().to(train.device)  # (B, T)
+    t = train.shape[1]
+    pos = torch.arange(t, device=train.device)
+    counts = torch.zeros(t, num_codes, dtype=torch.float64, device=train.device)
+    counts.index_put_(
+        (pos.expand_as(train), train), torch.ones_like(train, dtype=torch.float64), accumulate=True
+    )  # (T, K)
+    p = (counts + smoothing) / (train.shape[0] + num_codes * smoothing)
+    return -torch.log(p[pos.expand_as(scored), scored]).mean().item()
+
+
 def codes_to_sequence(codes: Tensor) -> Tensor:
     """Code grids (B, h, w) -> sequences (B, h*w) in raster order (row by row)."""
     if codes.ndim != 3:
@@ -631,5 +679,6 @@ __all__ = [
     "codes_to_sequence",
     "encode_dataset",
     "sequence_to_codes",
+    "position_code_nll",
     "unigram_code_nll",
 ]
