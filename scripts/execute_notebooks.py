@@ -157,11 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     start, executed, reused, failed = time.monotonic(), [], [], []
     width = len(str(len(notebooks)))
     tags = {nb: f"[{i:{width}d}/{len(notebooks)}] {nb.stem}" for i, nb in enumerate(notebooks, 1)}
-    keys = {nb: notebook_key(nb, package, args.timeout) for nb in notebooks}
     todo = []
     for notebook in notebooks:
         if (
-            stamps.get(notebook.name) == keys[notebook]
+            stamps.get(notebook.name) == notebook_key(notebook, package, args.timeout)
             and (out / "notebooks" / notebook.name).exists()
         ):
             reused.append(notebook.name)
@@ -171,17 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     jobs = min(args.jobs, max(1, len(todo)))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
-    def run(notebook: Path) -> tuple[Path, bool, str, float]:
+    def run(notebook: Path) -> tuple[Path, bool, str, float, str]:
         say(f"{tags[notebook]}: executing ...")
         began = time.monotonic()
+        # keyed when it is copied, not when the build started: a chapter edited while earlier
+        # ones ran is recorded with the source that was actually executed
+        key = notebook_key(notebook, package, args.timeout)
         ok, log = _execute(notebook, out, args.timeout, threads)
-        return notebook, ok, log, time.monotonic() - began
+        return notebook, ok, log, time.monotonic() - began, key
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # results in the order they finish
-        for notebook, ok, log, seconds in _as_finished(pool, run, todo):
+        for notebook, ok, log, seconds, key in _as_finished(pool, run, todo):
             tag, total = tags[notebook], time.monotonic() - start
             if ok:
-                stamps[notebook.name] = keys[notebook]
+                stamps[notebook.name] = key
                 executed.append(notebook.name)
                 cell = slowest_cell(out / "notebooks" / notebook.name)
                 slow = f", slowest cell {cell[0]}: {cell[1]:.0f} s" if cell else ""

@@ -98,9 +98,35 @@ def test_a_rebuild_executes_only_what_changed(tmp_path, monkeypatch):
     assert set(json.loads((out / runner.STAMPS).read_text())) == {"01_a.ipynb", "02_b.ipynb"}
 
 
+def test_a_chapter_edited_during_the_build_is_recorded_as_executed(tmp_path, monkeypatch):
+    runner = _load_script("execute_notebooks")
+    source = tmp_path / "src"
+    source.mkdir()
+    first, second = source / "01_a.ipynb", source / "02_b.ipynb"
+    for path in (first, second):
+        path.write_text(json.dumps({"cells": [], "name": path.name}))
+    ran = []
+
+    def fake_execute(notebook, out, timeout, threads=None):
+        ran.append(notebook.name)
+        if notebook == first:  # someone edits chapter 02 while chapter 01 runs
+            second.write_text(json.dumps({"cells": [], "edited": True}))
+        (out / "notebooks" / notebook.name).write_bytes(notebook.read_bytes())
+        return True, ""
+
+    monkeypatch.setattr(runner, "_execute", fake_execute)
+    monkeypatch.setattr(runner, "package_key", lambda: "package")
+    args = [str(first), str(second), "--out", str(tmp_path / "executed"), "--jobs", "1"]
+    assert runner.main(args) == 0 and ran == ["01_a.ipynb", "02_b.ipynb"]
+    ran.clear()
+    assert runner.main(args) == 0 and ran == []  # 02 ran in its edited form: nothing to redo
+
+
 def test_a_failed_notebook_is_not_recorded_and_runs_again(tmp_path, monkeypatch):
     runner = _load_script("execute_notebooks")
-    monkeypatch.setattr(runner, "_execute", lambda notebook, out, timeout, threads=None: (False, "boom"))
+    monkeypatch.setattr(
+        runner, "_execute", lambda notebook, out, timeout, threads=None: (False, "boom")
+    )
     monkeypatch.setattr(runner, "package_key", lambda: "package")
     notebook = tmp_path / "01_a.ipynb"
     notebook.write_text("{}")
