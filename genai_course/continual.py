@@ -80,7 +80,7 @@ class ContinualConfig:
     fisher: str = "true"  # empirical | true | exact; see fisher_diagonal
     fisher_samples: int | None = 500  # examples of each task the Fisher averages; None: all
     # replay
-    replay_capacity: int = 200  # examples kept from all past tasks together (20 per digit)
+    replay_capacity: int = 200  # examples kept from all past tasks together, shared out per class seen
     replay_balanced: bool = True  # equal share of the memory per class seen
     replay_batch_size: int | None = None  # replayed examples per step; None: the batch size
     # learning without forgetting

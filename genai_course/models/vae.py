@@ -185,8 +185,9 @@ def bernoulli_log_likelihood(logits: Tensor, x: Tensor) -> Tensor:
        \\qquad \\pi = \\mathrm{sigmoid}(\\texttt{logits}),
 
     computed stably as minus ``binary_cross_entropy_with_logits``.  logits, x (B, ...) -> (B,).
-    For binary pixels this is a log-probability; for grey levels in [0, 1] it is the
-    cross-entropy that VAE papers report on non-binarised MNIST, not a normalised density.
+    For binary pixels this is a log-probability; for grey levels in [0, 1] it is a
+    cross-entropy, not a normalised density, bounded below by the pixels' binary entropy
+    (``bernoulli_nll_floor``); the figures VAE papers report are on binarised digits.
     """
     return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
@@ -551,7 +552,7 @@ def iwae_nll(
 
     Returns ``{"nll_nats": ..., "bits_per_dim": ..., "k": k, "n": N}`` with bits per dimension
     :math:`\\text{nats} / (D \\ln 2)`, D = C*H*W.  For a Bernoulli decoder on grey pixels it is
-    the cross-entropy VAE papers report; for a Gaussian decoder it is a density over pixels in
+    a cross-entropy with the floor ``bernoulli_nll_floor`` (papers report binarised digits); for a Gaussian decoder it is a density over pixels in
     [0, 1] (add 8 bits/dim to compare with discrete 8-bit models).  Compare like with like.
     """
     if len(x) == 0:
