@@ -13,10 +13,10 @@ TORCH_INDEX ?=
 # nbmake's limit per cell: a guard against a hung cell, not the 3-minute budget per notebook.
 # (180 s stopped a 2-thread training cell that ran 160-200 s while the machine was shared.)
 NB_TIMEOUT ?= 300
-# Notebooks executed at a time, each kernel with its share of the cores' threads. One for now:
-# on 2 cores with one thread per kernel the slowest cells pass the per-cell limit (09's cell 15
-# took 309 s side by side, on a busy machine; all of chapter 09 took 171 s alone on CI), so
-# running two at a time waits until those cells get faster. make notebooks NB_JOBS=2 tries it.
+# Notebooks executed at a time, each kernel with its share of the cores' threads. One: on a quiet
+# 2-core machine chapters 08 + 13 took 165 s side by side against 175 s in turn, while 13's own
+# time went from 106 s to 165 s, so two at a time saves little and slows each chapter's cells.
+# make notebooks NB_JOBS=2 tries it.
 NB_JOBS ?= 1
 BUILD := _build
 # The executed copy of the book's sources: the notebooks in git stay free of outputs.
