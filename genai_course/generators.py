@@ -324,9 +324,9 @@ def heldout_nll(
     Both VAEs have Bernoulli decoders evaluated on grey pixels in [0, 1]: their NLL is a
     cross-entropy with a floor at the pixels' binary entropy (``vae.bernoulli_nll_floor``), not
     the likelihood of 8-bit pixels; the figures VAE papers report are on binarised digits, so it
-    compares only with other Bernoulli-decoder models on the same grey pixels. GANs have no likelihood; diffusion
-    models have a variational bound that needs a discrete decoder and ~1,000 network passes per
-    image, which this function does not compute.
+    compares only with other Bernoulli-decoder models on the same grey pixels. GANs have no
+    likelihood; diffusion models have a variational bound that needs a discrete decoder and
+    ~1,000 network passes per image, which this function does not compute.
 
     Args:
         generator: a name or :class:`DigitGenerator` of a model with a likelihood.

@@ -552,7 +552,8 @@ def iwae_nll(
 
     Returns ``{"nll_nats": ..., "bits_per_dim": ..., "k": k, "n": N}`` with bits per dimension
     :math:`\\text{nats} / (D \\ln 2)`, D = C*H*W.  For a Bernoulli decoder on grey pixels it is
-    a cross-entropy with the floor ``bernoulli_nll_floor`` (papers report binarised digits); for a Gaussian decoder it is a density over pixels in
+    a cross-entropy with the floor ``bernoulli_nll_floor`` (papers report binarised digits);
+    for a Gaussian decoder it is a density over pixels in
     [0, 1] (add 8 bits/dim to compare with discrete 8-bit models).  Compare like with like.
     """
     if len(x) == 0:

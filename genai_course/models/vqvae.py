@@ -146,6 +146,27 @@ def code_perplexity(codes: Tensor, num_codes: int) -> Tensor:
     return entropy.exp()
 
 
+def _check_code_histogram_args(
+    train_codes: Tensor, codes: Tensor, num_codes: int, smoothing: float, grid: bool
+) -> None:
+    """Input checks shared by the two histogram baselines; ``grid``: (B, h, w) with one grid."""
+    shape = " (B, h, w)" if grid else ""
+    for name, c in (("train_codes", train_codes), ("codes", codes)):
+        if c.dtype.is_floating_point or c.numel() == 0 or (grid and c.ndim < 2):
+            raise ValueError(
+                f"{name} must be a non-empty integer tensor{shape}, got {c.dtype} {tuple(c.shape)}"
+            )
+        if c.min() < 0 or c.max() >= num_codes:
+            raise ValueError(f"{name} must lie in [0, {num_codes}), got [{c.min()}, {c.max()}]")
+    if grid and train_codes.shape[1:] != codes.shape[1:]:
+        raise ValueError(
+            f"train_codes and codes must have the same grid, got {tuple(train_codes.shape[1:])} "
+            f"and {tuple(codes.shape[1:])}"
+        )
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+
+
 def unigram_code_nll(
     train_codes: Tensor, codes: Tensor, num_codes: int, smoothing: float = 1.0
 ) -> float:
@@ -166,15 +187,7 @@ def unigram_code_nll(
         num_codes: K.
         smoothing: :math:`\\alpha \\ge 0`, pseudo-counts added to every code.
     """
-    for name, c in (("train_codes", train_codes), ("codes", codes)):
-        if c.dtype.is_floating_point or c.numel() == 0:
-            raise ValueError(
-                f"{name} must be a non-empty integer tensor, got {c.dtype} {tuple(c.shape)}"
-            )
-        if c.min() < 0 or c.max() >= num_codes:
-            raise ValueError(f"{name} must lie in [0, {num_codes}), got [{c.min()}, {c.max()}]")
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    _check_code_histogram_args(train_codes, codes, num_codes, smoothing, grid=False)
     counts = torch.bincount(train_codes.reshape(-1).long(), minlength=num_codes).double()
     p = (counts + smoothing) / (counts.sum() + num_codes * smoothing)
     return -torch.log(p[codes.reshape(-1).long()]).mean().item()
@@ -201,21 +214,7 @@ def position_code_nll(
         num_codes: K.
         smoothing: :math:`\\alpha \\ge 0`, pseudo-counts added to every code at every position.
     """
-    for name, c in (("train_codes", train_codes), ("codes", codes)):
-        if c.dtype.is_floating_point or c.numel() == 0 or c.ndim < 2:
-            raise ValueError(
-                f"{name} must be a non-empty integer tensor (B, h, w), got {c.dtype} "
-                f"{tuple(c.shape)}"
-            )
-        if c.min() < 0 or c.max() >= num_codes:
-            raise ValueError(f"{name} must lie in [0, {num_codes}), got [{c.min()}, {c.max()}]")
-    if train_codes.shape[1:] != codes.shape[1:]:
-        raise ValueError(
-            f"train_codes and codes must have the same grid, got {tuple(train_codes.shape[1:])} "
-            f"and {tuple(codes.shape[1:])}"
-        )
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    _check_code_histogram_args(train_codes, codes, num_codes, smoothing, grid=True)
     train = train_codes.reshape(train_codes.shape[0], -1).long()  # (N, T)
     scored = codes.reshape(codes.shape[0], -1).long().to(train.device)  # (B, T)
     t = train.shape[1]
