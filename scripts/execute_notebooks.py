@@ -9,9 +9,9 @@ Each chapter is printed as it starts and with its time and its slowest cell when
 the running total. Deleting the output folder (``make clean``) forces every notebook to run; a
 fresh clone has none.
 
-Notebooks run ``--jobs`` at a time (default: one per CPU core), each kernel with the cores shared
-out (``OMP_NUM_THREADS``): small CPU models gain more from two notebooks on one core each than
-from one notebook on two (chapters 04 + 08: 107 s side by side against 136 s in turn).
+``--jobs N`` runs N notebooks at a time (default one), each kernel with the cores shared out
+(``OMP_NUM_THREADS``). On 2 cores it gained little here: chapters 08 + 13 took 165 s side by
+side against 175 s in turn, and chapter 13 alone went from 106 s to 165 s.
 
     python scripts/execute_notebooks.py --out executed --timeout 300 --jobs 2
 """
@@ -119,11 +119,6 @@ def _execute(
     return result.returncode == 0, result.stdout + result.stderr
 
 
-def _as_finished(pool: ThreadPoolExecutor, fn, items):
-    for future in as_completed([pool.submit(fn, item) for item in items]):
-        yield future.result()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
@@ -132,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="notebooks executed at a time (default: the number of CPU cores)",
+        default=1,
+        help="notebooks executed at a time, the cores' threads shared out among them",
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -180,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return notebook, ok, log, time.monotonic() - began, key
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # results in the order they finish
-        for notebook, ok, log, seconds, key in _as_finished(pool, run, todo):
+        for future in as_completed([pool.submit(run, notebook) for notebook in todo]):
+            notebook, ok, log, seconds, key = future.result()
             tag, total = tags[notebook], time.monotonic() - start
             if ok:
                 stamps[notebook.name] = key
