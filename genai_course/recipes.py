@@ -326,8 +326,9 @@ def cvae_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(VAEConfig fields, TrainConfig fields) of the class-conditional VAE for ``profile``.
 
     A small latent space (3 dimensions): in chapter 04's cpu-profile run (one seed each) the same
-    recipe with 16 latent dimensions had 0.609 of its samples of a class recognised as that
-    class, against 0.878 with 3.  The cause was not measured; the hypotheses are that the wider
+    recipe with 16 latent dimensions has clearly fewer of its samples of a class recognised as
+    that class (the chapter glues both shares; its last runs gave about 0.6 against 0.87).  The
+    cause was not measured; the hypotheses are that the wider
     codes carry class information the decoder reads instead of the label, or that prior draws
     land where the 16-dimensional aggregate posterior has little mass.
     """
