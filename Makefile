@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   build the site with every notebook executed once  -> _build/html/index.html
-#   make test   lint + unit tests + every notebook through nbmake + a book build, warnings = errors
+#   make test   lint + every unit test + every notebook through nbmake + a book build, warnings = errors
 # Each creates .venv and installs what it needs there.
 
 PYTHON ?= python3
@@ -24,7 +24,7 @@ BUILD := _build
 SRC := executed
 JB_FLAGS ?=
 
-.PHONY: install book test lint unit notebooks site clean
+.PHONY: install book test lint unit unit-all notebooks site clean gpu-check
 
 install: $(VENV)/.installed
 
@@ -55,10 +55,24 @@ lint: install
 	$(VENV)/bin/ruff check genai_course tests notebooks scripts
 	$(PY) scripts/check_typed_figures.py
 
+# The fast lane, for while you edit: every test but those marked slow (the 13 recipe trainings,
+# torchrun, torch.compile), under 2 minutes on 2 cores.
 unit: install
+	$(PY) -m pytest tests -q -m "not slow" --durations=15
+
+# Every test, the slow ones included: what make test (and so CI) runs.
+unit-all: install
 	$(PY) -m pytest tests -q --durations=15
 
-test: lint unit notebooks
+# On a machine with CUDA: the GPU path checked in one run of at most 8 minutes (bf16/fp16
+# autocast, compile, fused AdamW, data on the device, MFU, two recipes trained with the full
+# profile, chapter 09 executed with it), its figures in gpu-check.json. It refuses without CUDA
+# (python -m genai_course.bench.gpu_check --tiny --device cpu runs its code at tiny sizes). No
+# install step: a GPU machine brings its CUDA build of torch (make gpu-check PY=python3).
+gpu-check:
+	$(PY) -m genai_course.bench.gpu_check --out gpu-check.json
+
+test: lint unit-all notebooks
 	$(MAKE) site JB_FLAGS="-W --keep-going"
 
 clean:

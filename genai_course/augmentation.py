@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import check_image_batch
+from .checks import check_image_batch
 from .models.classifier import ClassifierConfig, DigitClassifier
 from .models.vae import VAE, VAEConfig
 
@@ -201,7 +201,7 @@ def generate_labelled(
     """``per_class`` samples of every class from a class-conditional generator, with their labels.
 
     Works with the course's three conditional families: a :class:`~genai_course.models.vae.VAE`
-    or :class:`~genai_course.models.gan.GAN` (``model.sample(n, labels, generator=...)``) and a
+    or :class:`~genai_course.models.gan.GAN` (``model.sample(n, labels=...)``) and a
     :class:`~genai_course.models.diffusion.Diffusion` model (DDIM with ``ddim_steps`` steps and
     classifier-free guidance scale ``guidance``), drawn through
     :func:`~genai_course.generators.sample_digits`. The label of a sample is the label it was

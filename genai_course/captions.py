@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import check_image_batch
+from .checks import check_image_batch
 
 __all__ = [
     "NUMBER_WORDS",

@@ -5,6 +5,10 @@ Examples::
     genai-course info
     genai-course train classifier --profile full --out genai_course/pretrained
     genai-course sample gmm-ring --n 2000 --out ring.png
+    genai-course sample diffusion-mnist --label 7 --steps 20 --out sevens.png
+    genai-course sample diffusion-text-mnist --prompt "a thick seven" --out thick.png
+    genai-course sample gpt-pydocs --prompt "The for statement" --out text.txt
+    genai-course sample gpt-folk --n 4 --out tunes.abc --wav
     genai-course bench trainer
     genai-course bench precision --compile
     genai-course bench all --tiny
@@ -14,7 +18,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -112,55 +115,184 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_sample(args: argparse.Namespace) -> int:
-    from .recipes import RECIPES
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
-    recipe = RECIPES[args.model]
-    if recipe.sample is None:
-        sampleable = sorted(k for k, r in RECIPES.items() if r.sample is not None)
-        print(
-            f"error: {args.model!r} is not a generative model; sampleable: {sampleable}",
-            file=sys.stderr,
-        )
-        return 2
-    samples = recipe.sample(args.n, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".png":
-        import matplotlib
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+_SAMPLE_SUFFIXES = {
+    "digits": (".png", ".safetensors"),
+    "points": (".png", ".safetensors"),
+    "text": (".txt",),
+    "tunes": (".abc",),
+}
+_SAMPLE_OPTIONS = {  # what each kind of output takes besides --n, --seed and --out
+    "digits": ("label", "steps", "guidance", "prompt", "sampler", "temperature", "top_k"),
+    "points": (),
+    "text": ("prompt", "temperature", "top_k", "top_p", "max_new"),
+    "tunes": ("prompt", "temperature", "top_k", "top_p", "max_new", "wav"),
+}
 
-        if samples.ndim == 2 and samples.shape[1] == 2:
-            fig, ax = plt.subplots(figsize=(4, 4))
-            ax.scatter(samples[:, 0], samples[:, 1], s=2)
-            ax.set_aspect("equal")
-        else:
-            from .viz import show_images
 
-            ax = show_images(samples, nrow=8)
-            fig = ax.figure
-        fig.savefig(out, dpi=120, bbox_inches="tight")
-    elif out.suffix == ".safetensors":
-        from safetensors.torch import save_file
+def _save_picture(samples: torch.Tensor, out: Path) -> None:
+    import matplotlib
 
-        save_file({"samples": samples.contiguous()}, str(out))
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
+
+    if samples.ndim == 2 and samples.shape[1] == 2:
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.scatter(samples[:, 0], samples[:, 1], s=2)
+        ax.set_aspect("equal")
     else:
-        print(f"error: --out must end in .png or .safetensors, got {out.name!r}", file=sys.stderr)
-        return 2
-    print(
-        json.dumps(
-            {"model": args.model, "n": args.n, "shape": list(samples.shape), "out": str(out)}
+        from .viz import show_images
+
+        fig = show_images(samples, nrow=min(10, len(samples))).figure
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def _save_wav(tune: str, out: Path) -> None:
+    import wave
+
+    import numpy as np
+
+    from .checkpoint import atomic_write
+    from .music import SAMPLE_RATE, render_tune
+
+    pcm = (np.clip(render_tune(tune), -1, 1) * 32767).astype("<i2").tobytes()
+
+    def write(tmp: str) -> None:
+        with wave.open(tmp, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(pcm)
+
+    atomic_write(out, write)
+
+
+def _digit_options(args: argparse.Namespace, name: str) -> dict:
+    """``sample_digits`` keywords from the command line, checked against the model."""
+    from .generators import DIGIT_GENERATORS, balanced_labels
+
+    spec = DIGIT_GENERATORS[name]
+    given = {
+        k: getattr(args, k)
+        for k in ("steps", "guidance", "sampler", "temperature", "top_k")
+        if getattr(args, k) is not None
+    }
+    bad = sorted(set(given) - set(spec.options))
+    if bad:
+        flags = [f"--{k.replace('_', '-')}" for k in bad]
+        takes = [f"--{k.replace('_', '-')}" for k in spec.options] or ["none"]
+        raise ValueError(f"{name} takes no {', '.join(flags)}; its options: {', '.join(takes)}")
+    if args.prompt is not None:
+        if spec.prompt is None:
+            raise ValueError(f"{name} takes no --prompt (only diffusion-text-mnist does)")
+        if args.label is not None:
+            raise ValueError("give --prompt or --label, not both")
+        given["prompts"] = [args.prompt] * args.n
+        return {"options": given, "labels": None, "raw_prompt": True}
+    labels = None
+    if args.label is not None:
+        if not spec.conditional:
+            raise ValueError(f"{name} is unconditional: it takes no --label")
+        if not 0 <= args.label <= 9:
+            raise ValueError(f"--label must be a digit 0..9, got {args.label}")
+        labels = torch.full((args.n,), args.label, dtype=torch.long)
+    elif spec.conditional:
+        labels = balanced_labels(args.n)
+    return {"options": given, "labels": labels, "raw_prompt": False}
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from . import generators as G
+
+    kinds = G.sampleable()
+    name = G.ALIASES.get(args.model, args.model)
+    if args.model not in kinds:
+        return _error(f"{args.model!r} is not a shipped generator; sampleable: {sorted(kinds)}")
+    kind = kinds[args.model]
+    if args.n < 1:
+        return _error(f"--n must be >= 1, got {args.n}")
+    allowed = _SAMPLE_OPTIONS[kind]
+    extra = [
+        f"--{k.replace('_', '-')}"
+        for k in ("label", "steps", "guidance", "prompt", "sampler", "temperature", "top_k",
+                  "top_p", "max_new", "wav")
+        if getattr(args, k) not in (None, False) and k not in allowed
+    ]  # fmt: skip
+    if extra:
+        takes = [f"--{k.replace('_', '-')}" for k in allowed] or ["only --n, --seed, --out"]
+        return _error(
+            f"{args.model} ({kind}) takes no {', '.join(extra)}; it takes {', '.join(takes)}"
         )
-    )
+    out = Path(args.out)
+    if out.suffix not in _SAMPLE_SUFFIXES[kind]:
+        suffixes = " or ".join(_SAMPLE_SUFFIXES[kind])
+        return _error(f"--out for {args.model} must end in {suffixes}, got {out.name!r}")
+    sampling = {
+        k: getattr(args, k)
+        for k in ("temperature", "top_k", "top_p")
+        if getattr(args, k) is not None
+    }
+    try:
+        if kind == "digits":
+            chosen = _digit_options(args, name)
+            gen = G.load_generator(name)
+            if chosen["raw_prompt"]:  # a free prompt: straight to the model's sampler
+                prompts = chosen["options"].pop("prompts")
+                g = torch.Generator().manual_seed(args.seed)
+                samples = gen.sampler.sample(
+                    args.n, generator=g, prompts=prompts, **chosen["options"]
+                ).clamp(0, 1)
+            else:
+                samples = G.sample_digits(
+                    gen, args.n, labels=chosen["labels"], seed=args.seed, **chosen["options"]
+                )
+        elif kind == "points":
+            samples = G.sample_points(name, args.n, seed=args.seed)
+        else:
+            max_new = args.max_new if args.max_new is not None else 300
+            texts = G.sample_text(
+                name, args.n, prompt=args.prompt, seed=args.seed, max_new=max_new, **sampling
+            )
+    except ValueError as err:
+        return _error(str(err))
+    from .checkpoint import atomic_write
+
+    record: dict = {"model": args.model, "n": args.n, "out": str(out)}
+    if kind in ("digits", "points"):
+        if out.suffix == ".png":
+            _save_picture(samples, out)
+        else:
+            from safetensors.torch import save_file
+
+            atomic_write(out, lambda tmp: save_file({"samples": samples.contiguous()}, tmp))
+        record["shape"] = list(samples.shape)
+    else:
+        separator = "\n" if kind == "tunes" else "\n\n----\n\n"
+        body = separator.join(t.rstrip("\n") for t in texts) + "\n"
+        atomic_write(out, lambda tmp: Path(tmp).write_text(body, encoding="utf-8"))
+        record["characters"] = [len(t) for t in texts]
+        if kind == "tunes" and args.wav:
+            wav = out.with_suffix(".wav")
+            try:
+                _save_wav(texts[0], wav)
+                record["wav"] = str(wav)
+            except ValueError as err:  # a tune the parser cannot read: say so, keep the ABC
+                record["wav_error"] = str(err)
+    print(json.dumps(record))
     return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BENCHES, TINY, summary
+    from .bench import BENCHMARKS, run_benchmark, summary
 
-    names = list(BENCHES) if args.what == "all" else [args.what]
+    names = list(BENCHMARKS) if args.what == "all" else [args.what]
     given = {
         k: v
         for k, v in vars(args).items()
@@ -168,12 +300,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     }
     results = []
     for name in names:
-        fn = BENCHES[name]
-        kwargs = dict(TINY[name]) if args.tiny else {}
-        params = inspect.signature(fn).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        kwargs.update({k: v for k, v in given.items() if takes_any or k in params})
-        result = fn(**kwargs)
+        result = run_benchmark(name, tiny=args.tiny, **given)
         print(json.dumps(result), flush=True)
         results.append(result)
     for result in results:
@@ -181,77 +308,26 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(","))
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in text.split(","))
-
-
 def _add_bench_parsers(sub: argparse._SubParsersAction) -> None:
-    """``genai-course bench WHAT [options]``: options left out take the benchmark's default
-    (or, with ``--tiny``, its CI size)."""
-    from .bench import BENCHES
+    """``genai-course bench WHAT [options]``, generated from the records of
+    :data:`genai_course.bench.BENCHMARKS`: options left out take the benchmark's default (or,
+    with ``--tiny``, its CI size)."""
+    from .bench import BENCHMARKS, COMMON_OPTIONS
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     common.add_argument("--tiny", action="store_true", help="CI sizes: seconds per benchmark")
-    common.add_argument("--repeats", type=int, default=None, help="timed repeats (median)")
+    for option in COMMON_OPTIONS:
+        option.add_to(common)
 
     p = sub.add_parser(
         "bench", help="benchmarks printing JSON lines, then a one-line summary of each"
     )
     what = p.add_subparsers(dest="what", required=True)
-    b = what.add_parser("trainer", parents=[common], help="the Trainer against a raw loop")
-    b.add_argument("--steps", type=int, default=None)
-    b.add_argument("--batch-size", type=int, default=None)
-    b = what.add_parser("precision", parents=[common], help="fp32, bf16, channels_last, compile")
-    b.add_argument("--models", type=_names, default=None, help="e.g. unet,gpt")
-    b.add_argument("--variants", type=_names, default=None, help="e.g. fp32,bf16,compile")
-    b.add_argument("--compile", action="store_true", default=None, help="add torch.compile")
-    b.add_argument(
-        "--no-compile-cache",
-        dest="compile_cache",
-        action="store_false",
-        default=None,
-        help="compile from scratch, ignoring the on-disk caches of earlier runs",
-    )
-    b.add_argument("--profile", default=None, help="model sizes: smoke, cpu or full")
-    b.add_argument("--unet-batch", type=int, default=None)
-    b.add_argument("--gpt-batch", type=int, default=None)
-    b.add_argument("--steps", type=int, default=None)
-    b = what.add_parser("batch-size", parents=[common], help="throughput against batch size")
-    b.add_argument("--models", type=_names, default=None)
-    b.add_argument("--batch-sizes", type=_ints, default=None, help="e.g. 1,4,16,64")
-    b.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16"))
-    b.add_argument("--profile", default=None)
-    b.add_argument("--steps", type=int, default=None)
-    b = what.add_parser("optimizer", parents=[common], help="AdamW: for-loop, foreach, fused")
-    b.add_argument("--models", type=_names, default=None)
-    b.add_argument("--profile", default=None)
-    b.add_argument("--steps", type=int, default=None)
-    b = what.add_parser("dataloading", parents=[common], help="TensorLoader vs DataLoader")
-    b.add_argument("--batch-size", type=int, default=None)
-    b.add_argument("--batches", type=int, default=None)
-    b.add_argument("--workers", type=_ints, default=None, help="e.g. 0,2")
-    b = what.add_parser("sampling", parents=[common], help="DDPM vs DDIM; KV cache")
-    b.add_argument("--n-images", type=int, default=None)
-    b.add_argument("--ddim-steps", type=_ints, default=None, help="e.g. 10,50")
-    b.add_argument("--new-tokens", type=int, default=None)
-    b.add_argument(
-        "--untrained",
-        dest="pretrained",
-        action="store_false",
-        default=None,
-        help="fresh models of the smoke size instead of the shipped ones",
-    )
-    b = what.add_parser("ddp", parents=[common], help="torchrun training, replicas checked")
-    b.add_argument("--model", default=None, help="the recipe (default classifier)")
-    b.add_argument("--profile", default=None)
-    b.add_argument("--nproc", type=int, default=None)
-    b.add_argument("--folder", default=None, help="keep the run's files here (default: temporary)")
-    what.add_parser("all", parents=[common], help=f"all of: {', '.join(BENCHES)}")
+    for bench in BENCHMARKS.values():
+        b = what.add_parser(bench.name, parents=[common], help=bench.help)
+        for option in bench.options:
+            option.add_to(b, bench.run)
+    what.add_parser("all", parents=[common], help=f"all of: {', '.join(BENCHMARKS)}")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -292,11 +368,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a shipped generative model")
-    p.add_argument("model", choices=sorted(RECIPES))
-    p.add_argument("--n", type=int, default=64)
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a shipped generator",
+        description=(
+            "Digits to a PNG grid (or .safetensors), the 2-D ring to a scatter plot, text to a "
+            ".txt file, tunes to an .abc file (and the first as a .wav with --wav). "
+            "Options a model does not take are an error that lists those it does."
+        ),
+    )
+    p.add_argument("model", help="a shipped generator: genai-course info lists them")
+    p.add_argument("--n", type=int, default=64, help="samples (default 64)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="a .png picture or a .safetensors tensor file")
+    p.add_argument("--out", required=True, help=".png/.safetensors, .txt or .abc")
+    p.add_argument("--label", type=int, default=None, help="digit 0..9 (conditional models)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion: DDIM steps (default 50)")
+    p.add_argument("--guidance", type=float, default=None, help="diffusion: guidance scale w")
+    p.add_argument("--sampler", default=None, choices=("ddim", "ddpm"), help="diffusion")
+    p.add_argument("--prompt", default=None, help='text models, or "a thick seven" (text-to-image)')
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new", type=int, default=None, help="new characters (default 300)")
+    p.add_argument("--wav", action="store_true", help="tunes: also render the first as a WAV")
     p.set_defaults(func=_cmd_sample)
 
     _add_bench_parsers(sub)

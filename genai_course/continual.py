@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import Config, check_choice, check_positive, check_range
 from .train import TrainConfig, Trainer
 
 __all__ = [
@@ -68,7 +69,7 @@ LogitsFn = Callable[[nn.Module, Tensor], Tensor]
 
 
 @dataclass
-class ContinualConfig:
+class ContinualConfig(Config):
     """The settings of the methods of :func:`train_sequentially`; each method reads its own."""
 
     # EWC. The Fisher of a classifier that fits its task well is small (its per-example
@@ -80,7 +81,9 @@ class ContinualConfig:
     fisher: str = "true"  # empirical | true | exact; see fisher_diagonal
     fisher_samples: int | None = 500  # examples of each task the Fisher averages; None: all
     # replay
-    replay_capacity: int = 200  # examples kept from all past tasks together, shared out per class seen
+    replay_capacity: int = (
+        200  # examples kept from all past tasks together, shared out per class seen
+    )
     replay_balanced: bool = True  # equal share of the memory per class seen
     replay_batch_size: int | None = None  # replayed examples per step; None: the batch size
     # learning without forgetting
@@ -88,34 +91,20 @@ class ContinualConfig:
     lwf_temperature: float = 2.0  # T; Li & Hoiem use 2
     seed: int = 0  # the replay memory's choices and the Fisher's examples and labels
 
-    def __post_init__(self) -> None:
-        _check_choice("ewc_mode", self.ewc_mode, EWC_MODES)
-        _check_choice("fisher", self.fisher, FISHER_KINDS)
-        if self.ewc_lambda < 0:
-            raise ValueError(f"ewc_lambda must be >= 0, got {self.ewc_lambda}")
-        if not 0 <= self.ewc_gamma <= 1:
-            raise ValueError(f"ewc_gamma must be in [0, 1], got {self.ewc_gamma}")
-        if self.fisher_samples is not None and self.fisher_samples < 1:
-            raise ValueError(f"fisher_samples must be >= 1 or None, got {self.fisher_samples}")
-        if self.replay_capacity < 1:
-            raise ValueError(f"replay_capacity must be >= 1, got {self.replay_capacity}")
-        if self.replay_batch_size is not None and self.replay_batch_size < 1:
-            raise ValueError(
-                f"replay_batch_size must be >= 1 or None, got {self.replay_batch_size}"
-            )
-        if self.lwf_alpha < 0:
-            raise ValueError(f"lwf_alpha must be >= 0, got {self.lwf_alpha}")
-        if self.lwf_temperature <= 0:
-            raise ValueError(f"lwf_temperature must be > 0, got {self.lwf_temperature}")
+    def validate(self) -> None:
+        check_choice(self, "ewc_mode", EWC_MODES)
+        check_choice(self, "fisher", FISHER_KINDS)
+        check_positive(self, "ewc_lambda", "lwf_alpha", minimum=0)
+        check_range(self, "ewc_gamma", 0.0, 1.0, closed="both")
+        check_positive(self, "replay_capacity")
+        check_positive(self, "lwf_temperature", minimum=0, strict=True)
+        for name in ("fisher_samples", "replay_batch_size"):  # None: all, the batch size
+            if getattr(self, name) is not None:
+                check_positive(self, name)
 
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _default_logits(model: nn.Module, x: Tensor) -> Tensor:
@@ -209,7 +198,7 @@ def split_tasks(
         ValueError: ``pairs`` is empty, a group is empty, a class is in two groups, a class has
             no example in ``y``, or ``scenario`` is unknown.
     """
-    _check_choice("scenario", scenario, SCENARIOS)
+    check_choice("", "scenario", SCENARIOS, value=scenario)
     _check_xy(x, y, "split_tasks")
     groups = [tuple(int(c) for c in g) for g in pairs]
     if not groups:
@@ -335,7 +324,7 @@ def fisher_diagonal(
         ``{name: F}`` for every parameter with ``requires_grad``, F float32 of the parameter's
         shape, on its device.
     """
-    _check_choice("kind", kind, FISHER_KINDS)
+    check_choice("", "kind", FISHER_KINDS, value=kind)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     logits_fn = logits_fn or _default_logits
@@ -404,7 +393,7 @@ class EWC:
     """
 
     def __init__(self, lam: float, *, mode: str = "separate", gamma: float = 1.0):
-        _check_choice("mode", mode, EWC_MODES)
+        check_choice("", "mode", EWC_MODES, value=mode)
         if lam < 0:
             raise ValueError(f"lam (the penalty strength lambda) must be >= 0, got {lam}")
         if not 0 <= gamma <= 1:
@@ -468,7 +457,7 @@ class EWC:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        _check_choice("mode", state["mode"], EWC_MODES)
+        check_choice("", "mode", EWC_MODES, value=state["mode"])
         self.lam, self.mode, self.gamma = float(state["lam"]), state["mode"], float(state["gamma"])
         self.terms = [(dict(t["anchor"]), dict(t["fisher"])) for t in state["terms"]]
 
@@ -843,7 +832,7 @@ def train_sequentially(
         tasks 0..i. Its lower triangle and diagonal show forgetting; the upper triangle is the
         accuracy on tasks not yet seen.
     """
-    _check_choice("method", method, METHODS)
+    check_choice("", "method", METHODS, value=method)
     settings = settings or ContinualConfig()
     logits_fn = logits_fn or _default_logits
     tasks = list(tasks)

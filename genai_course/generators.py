@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,10 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from . import metrics as M
+from .captions import prompt
 from .data import load_mnist
+from .models.vqvae import VQVAEGenerator
 
 __all__ = [
+    "ALIASES",
     "DIGIT_GENERATORS",
+    "POINT_GENERATORS",
+    "TEXT_GENERATORS",
     "DigitGenerator",
     "Evaluation",
     "EvaluationReference",
@@ -39,6 +45,9 @@ __all__ = [
     "heldout_nll",
     "load_generator",
     "sample_digits",
+    "sample_points",
+    "sample_text",
+    "sampleable",
     "table_markdown",
 ]
 
@@ -56,7 +65,8 @@ class GeneratorSpec:
 
     Attributes:
         name: the key in :data:`DIGIT_GENERATORS`.
-        kind: how it samples: ``vae``, ``vqvae``, ``gan``, ``diffusion`` or ``text-diffusion``.
+        kind: its family, for tables and messages: ``vae``, ``vqvae``, ``gan``, ``diffusion``
+            or ``text-diffusion`` (sampling never switches on it: every model has ``sample``).
         checkpoints: the :func:`~genai_course.pretrained.load_pretrained` names it needs.
         description: one line for tables.
         chapter: the chapter that trains it.
@@ -65,6 +75,11 @@ class GeneratorSpec:
             ``"codes"`` (of the VQ-VAE's codes, not of the pixels) or ``None``.
         guidance: the classifier-free guidance scale of a diffusion model (``None``: one
             conditional pass, :math:`w = 1`).
+        options: the sampling options its ``sample`` takes besides ``labels`` and
+            ``generator`` (``steps`` and ``guidance`` for the diffusion models).
+        assemble: builds the one module that samples from the loaded checkpoints, when there
+            are several (the VQ-VAE and its code prior); ``None``: the single checkpoint.
+        prompt: for a text-conditioned model, the prompt it is given for a digit label.
     """
 
     name: str
@@ -75,7 +90,12 @@ class GeneratorSpec:
     conditional: bool
     likelihood: str | None = None
     guidance: float | None = None
+    options: tuple[str, ...] = ()
+    assemble: Callable[..., nn.Module] | None = None
+    prompt: Callable[[int], str] | None = None
 
+
+_DIFFUSION = ("steps", "guidance", "sampler")
 
 _SPECS = (
     GeneratorSpec(
@@ -89,6 +109,7 @@ _SPECS = (
     GeneratorSpec(
         "vqvae-mnist", "vqvae", ("vqvae-mnist", "vqvae-prior"),
         "VQ-VAE + autoregressive code prior", "05", conditional=False, likelihood="codes",
+        options=("temperature", "top_k"), assemble=VQVAEGenerator,
     ),
     GeneratorSpec(
         "gan-dcgan-mnist", "gan", ("gan-dcgan-mnist",), "DCGAN, non-saturating loss", "06",
@@ -103,15 +124,17 @@ _SPECS = (
     ),
     GeneratorSpec(
         "diffusion-mnist", "diffusion", ("diffusion-mnist",),
-        "DDPM, class label, no guidance (DDIM)", "12", conditional=True,
+        "DDPM, class label, no guidance (DDIM)", "12", conditional=True, options=_DIFFUSION,
     ),
     GeneratorSpec(
         "diffusion-mnist-uncond", "diffusion", ("diffusion-mnist",),
         "the same DDPM with the 'no label' index (DDIM)", "12", conditional=False,
+        options=_DIFFUSION,
     ),
     GeneratorSpec(
         "diffusion-text-mnist", "text-diffusion", ("diffusion-text-mnist",),
         "text-to-image DDPM, prompt 'a seven' etc. (DDIM)", "13", conditional=True,
+        options=_DIFFUSION, prompt=prompt,
     ),
 )  # fmt: skip
 DIGIT_GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in _SPECS}
@@ -127,13 +150,21 @@ def _spec(name: str) -> GeneratorSpec:
 
 @dataclass
 class DigitGenerator:
-    """A loaded digit generator: its :class:`GeneratorSpec` and its modules (in eval mode).
+    """A loaded digit generator: its :class:`GeneratorSpec`, its modules (in eval mode) and
+    the one module that samples.
 
-    ``modules`` is ``(model,)``, or ``(vqvae, prior)`` for the VQ-VAE.
+    ``modules`` is ``(model,)``, or ``(vqvae, prior)`` for the VQ-VAE; ``sampler`` has the
+    course's sampling protocol, ``sample(n, *, labels=None, generator=None, **options)``.
     """
 
     spec: GeneratorSpec
     modules: tuple[nn.Module, ...]
+    sampler: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler is None:
+            build = self.spec.assemble
+            self.sampler = build(*self.modules) if build is not None else self.modules[0]
 
     @property
     def name(self) -> str:
@@ -159,11 +190,13 @@ def load_generator(name: str, device: str | torch.device = "cpu") -> DigitGenera
 
 def _wrap(model: nn.Module) -> DigitGenerator:
     """A :class:`DigitGenerator` around a bare VAE, GAN or diffusion model (e.g. one you
-    trained), its kind and conditioning read from its config."""
+    trained), its family and conditioning read from its config."""
     from .models.diffusion import Diffusion
     from .models.gan import GAN
     from .models.vae import VAE
 
+    options: tuple[str, ...] = ()
+    text_prompt = None
     if isinstance(model, VAE):
         kind, conditional = "vae", bool(model.config.num_classes)
     elif isinstance(model, GAN):
@@ -174,13 +207,17 @@ def _wrap(model: nn.Module) -> DigitGenerator:
         text = hasattr(model.unet, "tokenize")
         kind = "text-diffusion" if text else "diffusion"
         conditional = text or bool(model.num_classes)
+        options, text_prompt = _DIFFUSION, (prompt if text else None)
     else:
         raise ValueError(
             f"cannot sample digits from a {type(model).__name__}: pass a name of "
             f"DIGIT_GENERATORS ({', '.join(DIGIT_GENERATORS)}), a DigitGenerator, or a VAE, "
             "GAN or Diffusion model (a VQ-VAE needs its prior: load_generator('vqvae-mnist'))"
         )
-    spec = GeneratorSpec(type(model).__name__, kind, (), "a model passed in", "", conditional)
+    spec = GeneratorSpec(
+        type(model).__name__, kind, (), "a model passed in", "", conditional,
+        options=options, prompt=text_prompt,
+    )  # fmt: skip
     return DigitGenerator(spec, (model,))
 
 
@@ -218,30 +255,17 @@ def _check_labels(labels: Tensor | None, n: int, gen: DigitGenerator) -> Tensor 
 
 @torch.no_grad()
 def _draw(
-    gen: DigitGenerator,
-    n: int,
-    labels: Tensor | None,
-    g: torch.Generator,
-    steps: int,
-    guidance: float | None,
+    gen: DigitGenerator, n: int, labels: Tensor | None, g: torch.Generator, options: dict
 ) -> Tensor:
     """One batch of n images from ``gen``, random numbers from ``g``."""
-    kind, model = gen.spec.kind, gen.model
-    device = next(model.parameters()).device
+    sampler = gen.sampler
+    options = dict(options)
+    if gen.spec.prompt is not None and labels is not None:  # a text model: labels as prompts
+        options["prompts"] = [gen.spec.prompt(int(k)) for k in labels]
+        labels = None
+    device = next(sampler.parameters()).device
     y = None if labels is None else labels.to(device)
-    if kind in ("vae", "gan"):
-        return model.sample(n, y, generator=g)
-    if kind == "vqvae":
-        vqvae, prior = gen.modules
-        return vqvae.decode_codes(prior.sample(n, generator=g))
-    if kind == "diffusion":
-        return model.ddim_sample(n, steps=steps, y=y, guidance=guidance, generator=g)
-    if kind == "text-diffusion":
-        from .captions import prompt
-
-        cond = model.unet.tokenize([prompt(int(k)) for k in labels])
-        return model.ddim_sample(n, steps=steps, cond=cond, guidance=guidance, generator=g)
-    raise ValueError(f"unknown generator kind {kind!r}")
+    return sampler.sample(n, labels=y, generator=g, **options)
 
 
 def sample_digits(
@@ -253,6 +277,7 @@ def sample_digits(
     steps: int = 50,
     guidance: float | None = None,
     batch_size: int = 500,
+    **options: Any,
 ) -> Tensor:
     """n digits from a generator, as (n, 1, 28, 28) float32 CPU images in [0, 1].
 
@@ -271,10 +296,13 @@ def sample_digits(
         guidance: classifier-free guidance scale of a diffusion model; ``None`` for the
             registry's choice (one conditional pass, :math:`w = 1`).
         batch_size: images drawn at once (memory).
+        options: further sampling options the model takes (its spec's ``options``), e.g.
+            ``sampler="ddpm"`` for a diffusion model or ``temperature`` for the VQ-VAE's prior.
 
     Raises:
         ValueError: an unknown name (the message lists the known ones), labels for an
-            unconditional model, or labels of the wrong shape or range.
+            unconditional model, labels of the wrong shape or range, or an option the model
+            does not take (the message lists those it does).
     """
     gen = _as_generator(generator)
     if isinstance(n, bool) or int(n) != n or n < 1:
@@ -283,17 +311,90 @@ def sample_digits(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = int(n)
     labels = _check_labels(labels, n, gen)
-    if gen.spec.kind in ("diffusion", "text-diffusion"):
-        guidance = gen.spec.guidance if guidance is None else guidance
+    takes = gen.spec.options
+    if "guidance" in takes:
+        options["guidance"] = gen.spec.guidance if guidance is None else guidance
     elif guidance is not None:
         raise ValueError(f"guidance applies to diffusion models only, not to {gen.name}")
+    if "steps" in takes:
+        options["steps"] = steps
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise ValueError(
+            f"{gen.name} takes no sampling option(s) {unknown}; it takes: {list(takes) or 'none'}"
+        )
     g = torch.Generator().manual_seed(seed)
     chunks = []
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
         y = None if labels is None else labels[start : start + size]
-        chunks.append(_draw(gen, size, y, g, steps, guidance).float().cpu())
+        chunks.append(_draw(gen, size, y, g, options).float().cpu())
     return torch.cat(chunks).clamp(0, 1)
+
+
+# every other shipped generator: points, text, tunes
+
+POINT_GENERATORS = ("gmm-ring",)
+TEXT_GENERATORS = ("gpt-pydocs", "gpt-folk")
+ALIASES = {"vqvae-prior": "vqvae-mnist"}  # the prior alone draws codes; with its VQ-VAE, digits
+DEFAULT_PROMPTS = {"gpt-pydocs": "The ", "gpt-folk": "X:1\n"}
+
+
+def sampleable() -> dict[str, str]:
+    """Every name :func:`sample` takes -> what it draws: ``"digits"``, ``"points"``,
+    ``"text"`` or ``"tunes"``."""
+    out = {name: "digits" for name in (*DIGIT_GENERATORS, *ALIASES)}
+    out.update({name: "points" for name in POINT_GENERATORS})
+    out.update({"gpt-pydocs": "text", "gpt-folk": "tunes"})
+    return out
+
+
+def sample_points(name: str, n: int, *, seed: int = 0) -> Tensor:
+    """(n, 2) points from a shipped 2-D density (``gmm-ring``), random numbers from
+    ``torch.Generator().manual_seed(seed)``."""
+    from .pretrained import load_pretrained
+
+    if name not in POINT_GENERATORS:
+        raise ValueError(f"unknown point generator {name!r}; known: {', '.join(POINT_GENERATORS)}")
+    return load_pretrained(name).sample(n, generator=torch.Generator().manual_seed(seed))
+
+
+def sample_text(
+    name: str,
+    n: int = 1,
+    *,
+    prompt: str | None = None,
+    seed: int = 0,
+    max_new: int = 300,
+    **sampling: Any,
+) -> list[str]:
+    """``n`` continuations of ``prompt`` from a shipped character-level GPT, each the prompt
+    and ``max_new`` new characters.
+
+    ``gpt-folk`` with no prompt returns whole tunes instead
+    (:func:`~genai_course.music.generate_tunes`: each cut at the end of its first tune).
+    ``sampling`` goes to :meth:`~genai_course.models.gpt.GPT.generate` (``temperature``,
+    ``top_k``, ``top_p``, ``greedy``).
+
+    Raises:
+        ValueError: an unknown name, or a prompt with a character outside the model's
+            vocabulary (the message names it).
+    """
+    from . import music
+    from .pretrained import load_pretrained
+
+    if name not in TEXT_GENERATORS:
+        raise ValueError(f"unknown text generator {name!r}; known: {', '.join(TEXT_GENERATORS)}")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    model = load_pretrained(name)
+    g = torch.Generator().manual_seed(seed)
+    if name == "gpt-folk" and prompt is None:
+        return music.generate_tunes(model, int(n), max_chars=max_new, generator=g, **sampling)
+    text = DEFAULT_PROMPTS[name] if prompt is None else prompt
+    ids = model.tokenizer.encode(text)[None].expand(int(n), -1)  # names an unknown character
+    out = model.generate(ids, max_new=max_new, generator=g, **sampling)
+    return [model.tokenizer.decode(row) for row in out]
 
 
 # likelihoods
@@ -349,14 +450,14 @@ def heldout_nll(
     if gen.spec.likelihood is None:
         why = (
             "a GAN defines no density"
-            if gen.spec.kind == "gan"
+            if gen.spec.kind == "gan"  # the family, for the message only
             else "its variational bound is not computed here"
         )
         raise ValueError(f"{gen.name} has no likelihood to report: {why}")
     if images is None:
         images, labels = load_mnist("test")
     n = len(images)
-    if gen.spec.kind == "vqvae":
+    if gen.spec.likelihood == "codes":
         vqvae, prior = gen.modules
         with torch.no_grad():
             codes = vqvae.encode(images.to(next(vqvae.parameters()).device))

@@ -552,7 +552,7 @@ def generate_tunes(
         rows = min(batch_size, n - len(tunes))
         idx = prompt.expand(rows, -1).contiguous()
         with torch.no_grad():
-            out = model.generate(idx, max_chars, generator=generator, **sampling).cpu()
+            out = model.generate(idx, max_new=max_chars, generator=generator, **sampling).cpu()
         for row in out:
             found = split_tunes(tok.decode(row))
             tunes.append(found[0] if found else TUNE_START.strip())

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from torch import Tensor
 
 from . import data
 from .budget import pick
-from .pretrained import save_pretrained
-from .train import Objective, TensorLoader, TrainConfig, Trainer
+from .data import char_windows, python_docs_tokenizer  # re-exported: notebooks import them here
+from .pretrained import MANIFEST, save_pretrained
+from .train import Callback, Objective, TensorLoader, TrainConfig, Trainer
 
 
 @dataclass
@@ -48,6 +49,9 @@ class RunOptions:
     checkpoint_dir: str | None = None  # resumable Trainer checkpoints (last.pt per trainer)
     checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end
     resume: bool = False  # continue each trainer from its last.pt in checkpoint_dir, if any
+    callbacks: Sequence[Callback] = ()  # added to every Trainer the run fits (timers, probes)
+    # the files ship wrote, in order (the .safetensors, then the manifest, per checkpoint)
+    written: list[Path] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.resume and self.checkpoint_dir is None:
@@ -76,11 +80,12 @@ class RunOptions:
 
     def ship(self, model: Any, name: str, recipe: str, metrics: dict[str, Any], notes: str) -> None:
         """Save ``model`` as checkpoint ``name`` in ``out`` (if set) with the command of
-        ``recipe`` and its metrics (call it on rank 0 only)."""
+        ``recipe`` and its metrics (call it on rank 0 only); the files go to ``written``."""
         if self.out is not None:
-            save_pretrained(
+            entry = save_pretrained(
                 model, name, self.out, command=self.command(recipe), metrics=metrics, notes=notes
             )
+            self.written += [Path(self.out) / entry["file"], Path(self.out) / MANIFEST]
 
     def command(self, recipe: str) -> str:
         """The command line that reproduces this run (recorded in the manifest)."""
@@ -94,7 +99,9 @@ class RunOptions:
 
 def _fit(trainer: Trainer, opts: RunOptions) -> dict[str, Any]:
     """Run ``trainer.fit()``, resumed from its ``last.pt`` when ``opts.resume``; return the
-    facts of the run that every manifest records (a resumed run's seconds are this leg's)."""
+    facts of the run that every manifest records (a resumed run's seconds are this leg's).
+    ``opts.callbacks`` join the trainer's own for the run."""
+    trainer.callbacks += [cb for cb in opts.callbacks if cb not in trainer.callbacks]
     start = time.perf_counter()
     trainer.fit(resume=opts.resume)
     return {
@@ -116,6 +123,7 @@ def classifier_config(profile: str, **overrides: Any) -> TrainConfig:
         batch_size=128,
         lr=3e-3,
         weight_decay=5e-4,
+        decay_rule="all",  # the shipped classifiers were trained so (TrainConfig.decay_rule)
         schedule="cosine",
         warmup_steps=max(1, steps // 20),
         eval_every=max(1, steps // 10),
@@ -277,7 +285,7 @@ def sample_gmm_ring(n: int, seed: int = 0) -> torch.Tensor:
     from .pretrained import load_pretrained
 
     model = load_pretrained("gmm-ring")
-    return model.sample(n, generator=torch.Generator().manual_seed(seed))[0]
+    return model.sample(n, generator=torch.Generator().manual_seed(seed))
 
 
 def _vae_train_settings(steps: int) -> dict[str, Any]:
@@ -349,7 +357,7 @@ def conditional_sample_accuracy(model: Any, per_class: int = 100, seed: int = 0)
 
     judge = load_pretrained("digit-classifier")
     labels = torch.arange(10).repeat_interleave(per_class)
-    images = model.sample(len(labels), labels, generator=torch.Generator().manual_seed(seed))
+    images = model.sample(len(labels), labels=labels, generator=torch.Generator().manual_seed(seed))
     return float((judge.predict(images.cpu()) == labels).float().mean())
 
 
@@ -498,34 +506,13 @@ def gpt_pydocs_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
         warmup_steps=min(100, steps // 10),
         min_lr_ratio=0.1,
         weight_decay=0.1,
+        decay_rule="all",  # the shipped GPTs were trained so (TrainConfig.decay_rule)
         betas=(0.9, 0.95),
         grad_clip=1.0,
         eval_every=max(1, steps // 8),
         log_every=25,
     )
     return model, train
-
-
-def python_docs_tokenizer() -> data.CharTokenizer:
-    """The characters of the whole Python reference (all splits), so any split encodes."""
-    return data.CharTokenizer.from_text("".join(data.load_python_docs(s) for s in data.SPLITS))
-
-
-def char_windows(
-    tok: data.CharTokenizer,
-    text_of: Callable[[str], str],
-    block_size: int,
-    batch_size: int,
-    seed: int = 0,
-) -> dict[str, data.TokenWindows]:
-    """Split -> :class:`~genai_course.data.TokenWindows` of ``text_of(split)`` encoded with
-    ``tok``."""
-    return {
-        s: data.TokenWindows(
-            tok.encode(text_of(s)), block_size=block_size, batch_size=batch_size, seed=seed
-        )
-        for s in data.SPLITS
-    }
 
 
 def _train_char_gpt(
@@ -613,6 +600,7 @@ def gpt_folk_settings(profile: str) -> tuple[dict[str, Any], dict[str, Any]]:
         warmup_steps=min(50, steps // 10),
         min_lr_ratio=0.1,
         weight_decay=0.1,
+        decay_rule="all",  # the shipped GPTs were trained so (TrainConfig.decay_rule)
         betas=(0.9, 0.95),
         grad_clip=1.0,
         eval_every=max(1, steps // 6),
@@ -809,7 +797,7 @@ def gan_sample_metrics(model: Any, n: int = 500, seed: int = 0) -> dict[str, Any
 
     space, f_real, floor, g = _heldout_reference(n, seed)
     labels = torch.arange(n) % 10 if model.config.num_classes else None
-    fake = model.sample(n, labels, generator=g).cpu()
+    fake = model.sample(n, labels=labels, generator=g).cpu()
     f_fake = space.features(fake)
     fid = M.fid_from_features(f_real, f_fake)
     out = {
@@ -826,21 +814,30 @@ def gan_sample_metrics(model: Any, n: int = 500, seed: int = 0) -> dict[str, Any
     return out
 
 
-def train_gan(opts: RunOptions, kind: str) -> dict[str, Any]:
-    """Train one of the MNIST GANs (``kind`` in ``GAN_KINDS``) on the 4,000 training digits and
-    ship the generator's exponential moving average with the discriminator."""
+def gan_trainer(kind: str, profile: str, *, seed: int = 0, **train: Any) -> tuple[Any, Trainer]:
+    """A new GAN of ``kind`` and the :class:`~genai_course.train.Trainer` that trains it on the
+    4,000 training digits with :func:`gan_settings` (``train`` overrides TrainConfig fields):
+    what ``genai-course train`` runs, and what chapters 06 and 07 call. ``seed`` seeds the
+    initialisation, the batch order and the Trainer."""
     from .models.gan import GAN, GANConfig
 
-    torch.manual_seed(opts.seed)
+    torch.manual_seed(seed)
     x, y = data.load_mnist("train")
-    st = gan_settings(kind, opts.profile)
+    st = gan_settings(kind, profile)
     model = GAN(GANConfig(**st["model"]))
     trainer = Trainer(
         model,
-        TensorLoader(x, y, batch_size=st["train"]["batch_size"], seed=opts.seed),
-        TrainConfig(**st["train"], **opts.trainer_settings()),
+        TensorLoader(x, y, batch_size=st["train"]["batch_size"], seed=seed),
+        TrainConfig(**{**st["train"], "seed": seed, **train}),
         objectives=gan_objectives(st["n_critic"]),
     )
+    return model, trainer
+
+
+def train_gan(opts: RunOptions, kind: str) -> dict[str, Any]:
+    """Train one of the MNIST GANs (``kind`` in ``GAN_KINDS``) on the 4,000 training digits and
+    ship the generator's exponential moving average with the discriminator."""
+    model, trainer = gan_trainer(kind, opts.profile, **opts.trainer_settings())  # with its seed
     run = _fit(trainer, opts)
     model = model.with_generator(trainer.ema_model.module).cpu().eval()
     metrics = {**gan_sample_metrics(model, seed=opts.seed), **run}
@@ -906,7 +903,7 @@ def diffusion_sample_metrics(
     space, f_real, floor, g = _heldout_reference(n, seed)
     uncond = model.ddim_sample(n, steps=steps, generator=g).cpu()
     labels = torch.arange(n) % 10
-    cond = model.ddim_sample(n, steps=steps, y=labels, guidance=guidance, generator=g).cpu()
+    cond = model.ddim_sample(n, steps=steps, labels=labels, guidance=guidance, generator=g).cpu()
     fid_u = M.fid_from_features(f_real, space.features(uncond))
     fid_c = M.fid_from_features(f_real, space.features(cond))
     return {

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import Config, check_choice, check_positive
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -479,7 +481,7 @@ def feature_network(name: str = "random", **kwargs) -> nn.Module:
 
 
 @dataclass
-class StyleTransferConfig:
+class StyleTransferConfig(Config):
     """How :func:`style_transfer` optimises the pixels (Adam, pixels clamped to [0, 1]).
 
     The defaults are tuned for :class:`RandomFeatures` at 128 px, chelsea (128 x 192) as
@@ -500,19 +502,20 @@ class StyleTransferConfig:
     seed: int = 0  # of the noise
     record_every: int = 25  # steps between history entries and snapshots
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {self.steps!r}")
-        if not isinstance(self.record_every, int) or self.record_every < 1:
-            raise ValueError(f"record_every must be an int >= 1, got {self.record_every!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("content_weight", "style_weight", "tv_weight"):
+    def validate(self) -> None:
+        for name in ("steps", "record_every"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.init not in ("content", "noise"):
-            raise ValueError(f"init must be 'content' or 'noise', got {self.init!r}")
+            if not isinstance(value, int):
+                raise ValueError(f"StyleTransferConfig.{name} must be an int, got {value!r}")
+        check_positive(self, "steps", minimum=0)
+        check_positive(self, "record_every")
+        for name in ("lr", "content_weight", "style_weight", "tv_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise ValueError(f"StyleTransferConfig.{name} must be finite, got {value!r}")
+        check_positive(self, "lr", minimum=0, strict=True)
+        check_positive(self, "content_weight", "style_weight", "tv_weight", minimum=0)
+        check_choice(self, "init", ("content", "noise"))
 
 
 @dataclass

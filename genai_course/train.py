@@ -42,6 +42,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .budget import auto_precision, resolve_device
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, check_choice, check_positive, check_range
+from .data.streams import (
+    EvalData,
+    MovableStream,
+    ShardableStream,
+    TensorLoader,
+    TrainingStream,
+    missing_methods,
+    require_protocol,
+)
 
 CHECKPOINT_FORMAT = "genai-course-trainer/1"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -69,7 +79,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything about *how* to train; the model and data are given to the :class:`Trainer`."""
 
     steps: int = 1000  # optimiser steps; the schedule spans them
@@ -77,6 +87,11 @@ class TrainConfig:
     lr: float = 1e-3
     optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop
     weight_decay: float = 0.0  # decoupled for adamw, L2 in the loss gradient for the others
+    # which parameters weight decay applies to (see decay_param_groups): "matrices" spares
+    # biases and norm gains (every 1-D parameter), as nanoGPT and Hugging Face do; "all" decays
+    # every parameter, the rule of the checkpoints shipped before the rule existed
+    decay_rule: str = "matrices"
+    decay_embeddings: bool = True  # with "matrices": embedding tables are decayed too (nanoGPT)
     betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
     momentum: float = 0.9  # sgd and rmsprop
     schedule: str = "constant"  # constant | cosine | linear, after warm-up
@@ -103,24 +118,64 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar (a widget in Jupyter)
     shuffle: bool = True
 
-    def __post_init__(self) -> None:
-        _check_choice("precision", self.precision, PRECISIONS)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("mode", self.mode, ("min", "max"))
-        for name in ("steps", "batch_size", "accumulate", "log_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        self.betas = tuple(self.betas)
+    def validate(self) -> None:
+        check_choice(self, "precision", PRECISIONS)
+        check_choice(self, "optimizer", OPTIMIZERS)
+        check_choice(self, "schedule", SCHEDULES)
+        check_choice(self, "mode", ("min", "max"))
+        check_choice(self, "decay_rule", DECAY_RULES)
+        check_positive(self, "steps", "batch_size", "accumulate", "log_every")
+        check_positive(self, "lr", minimum=0, strict=True)
+        check_positive(self, "weight_decay", minimum=0)
+        if self.ema_decay is not None:
+            check_range(self, "ema_decay", 0.0, 1.0, closed="neither")
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+DECAY_RULES = ("matrices", "all")
+
+
+def decay_param_groups(
+    module: nn.Module,
+    params: Sequence[nn.Parameter],
+    weight_decay: float,
+    rule: str = "matrices",
+    *,
+    decay_embeddings: bool = True,
+) -> list[dict[str, Any]]:
+    """Optimiser parameter groups that apply ``weight_decay`` where it belongs.
+
+    Decay pulls a weight matrix towards small norm, a prior that suits the matrices of linear
+    and convolutional layers. A bias or a LayerNorm/BatchNorm gain is a per-channel offset or
+    scale: shrinking a gain towards 0 (rather than towards its neutral value 1) only fights the
+    normalisation, so ``rule="matrices"`` gives every parameter with fewer than 2 dimensions no
+    decay, as nanoGPT, minGPT and the Hugging Face trainers do. Embedding tables are matrices;
+    ``decay_embeddings=False`` spares them too (minGPT's choice). ``rule="all"`` decays
+    everything (one group), the behaviour of checkpoints trained before the rule.
+
+    Args:
+        module: the module that owns ``params`` (for the names of embedding tables).
+        params: the parameters the optimiser will update.
+        weight_decay: the decay coefficient of the decayed group.
+        rule: ``"matrices"`` or ``"all"``.
+    Returns:
+        ``[{"params": ..., "weight_decay": ...}, ...]``: one group when nothing is spared or the
+        decay is 0 (so the optimiser state looks as it did before), else a decayed group and an
+        undecayed one.
+    """
+    check_choice("decay", "rule", DECAY_RULES, value=rule)
+    params = list(params)
+    if rule == "all" or weight_decay == 0:
+        return [{"params": params, "weight_decay": weight_decay}]
+    embeddings = {
+        id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
+    }
+    spared = [p for p in params if p.ndim < 2 or (not decay_embeddings and id(p) in embeddings)]
+    spared_ids = {id(p) for p in spared}
+    decayed = [p for p in params if id(p) not in spared_ids]
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if spared:
+        groups.append({"params": spared, "weight_decay": 0.0})
+    return groups
 
 
 @dataclass
@@ -152,7 +207,7 @@ def lr_factor(
     constant: 1; linear: :math:`1 - (1 - r)p`; cosine: :math:`r + (1 - r)(1 + \\cos \\pi p)/2`,
     where :math:`r` is ``min_ratio``.
     """
-    _check_choice("schedule", schedule, SCHEDULES)
+    check_choice("lr_factor", "schedule", SCHEDULES, value=schedule)
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
@@ -164,124 +219,7 @@ def lr_factor(
 
 
 # ----------------------------------------------------------------------------------------------
-# data: the in-memory fast path
-
-
-class TensorLoader:
-    """Mini-batches sliced from tensors that are already in memory (ideally on the device).
-
-    ``TensorLoader(x, y, batch_size=128)`` yields ``(x[idx], y[idx])`` (or ``x[idx]`` for a
-    single tensor).  The order of epoch ``e`` is ``randperm(N)`` from a generator seeded with
-    ``seed + e``, so the position in the stream is just ``(epoch, batch)`` and a resumed run
-    sees exactly the batches the uninterrupted one would.  Under data parallel training
-    (:meth:`shard`) every rank draws the same permutation, takes the same global batch of
-    ``batch_size * world_size`` indices and keeps every ``world_size``-th one from its rank.
-
-    ``transform`` (e.g. :func:`genai_course.data.random_shift`) is applied to the first tensor
-    of each training batch, on the device.
-    """
-
-    def __init__(
-        self,
-        *tensors: Tensor,
-        batch_size: int,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        seed: int = 0,
-        transform: Callable[[Tensor], Tensor] | None = None,
-    ):
-        if not tensors:
-            raise ValueError("TensorLoader needs at least one tensor")
-        n = len(tensors[0])
-        for i, t in enumerate(tensors):
-            if not isinstance(t, Tensor):
-                raise TypeError(f"tensor {i} is a {type(t).__name__}, expected a torch.Tensor")
-            if len(t) != n:
-                raise ValueError(
-                    f"all tensors need the same first dimension: tensor 0 has {n}, "
-                    f"tensor {i} has {len(t)}"
-                )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.tensors = tensors
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.seed, self.transform = seed, transform
-        self.rank, self.world_size = 0, 1
-        self.epoch, self.batch = 0, 0  # position of the next batch
-        self._order: Tensor | None = None
-        self._order_epoch = -1
-
-    @property
-    def num_examples(self) -> int:
-        return len(self.tensors[0])
-
-    def __len__(self) -> int:
-        """Batches per epoch (for this rank)."""
-        global_batch = self.batch_size * self.world_size
-        if self.drop_last:
-            return self.num_examples // global_batch
-        return math.ceil(self.num_examples / global_batch)
-
-    def to(self, device: torch.device | str) -> TensorLoader:
-        """Move the tensors to ``device`` (once, before training) and return self."""
-        self.tensors = tuple(t.to(device) for t in self.tensors)
-        return self
-
-    def shard(self, rank: int, world_size: int) -> TensorLoader:
-        """Make this loader yield only rank ``rank``'s share of each global batch."""
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-        self.rank, self.world_size = rank, world_size
-        return self
-
-    def _epoch_order(self, epoch: int) -> Tensor:
-        if self._order_epoch != epoch:
-            if self.shuffle:
-                g = torch.Generator().manual_seed(self.seed + epoch)
-                order = torch.randperm(self.num_examples, generator=g)
-            else:
-                order = torch.arange(self.num_examples)
-            self._order = order.to(self.tensors[0].device)
-            self._order_epoch = epoch
-        return self._order
-
-    def next_batch(self) -> Tensor | tuple[Tensor, ...]:
-        """The next batch of the endless stream (epochs follow each other)."""
-        if len(self) == 0:
-            raise ValueError(
-                f"{self.num_examples} examples cannot fill one batch of "
-                f"{self.batch_size * self.world_size} with drop_last=True"
-            )
-        if self.batch >= len(self):
-            self.epoch, self.batch = self.epoch + 1, 0
-        order = self._epoch_order(self.epoch)
-        global_batch = self.batch_size * self.world_size
-        idx = order[self.batch * global_batch : (self.batch + 1) * global_batch]
-        idx = idx[self.rank :: self.world_size]
-        self.batch += 1
-        out = tuple(t[idx] for t in self.tensors)
-        if self.transform is not None:
-            out = (self.transform(out[0]),) + out[1:]
-        return out[0] if len(out) == 1 else out
-
-    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, ...]]:
-        """One pass over the data in order (for evaluation); does not move the stream position."""
-        step = self.batch_size
-        n = self.num_examples
-        stop = n - n % step if self.drop_last else n
-        for start in range(0, stop, step):
-            out = tuple(t[start : start + step] for t in self.tensors)
-            yield out[0] if len(out) == 1 else out
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch, "seed": self.seed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batch, self.seed = (
-            int(state["epoch"]),
-            int(state["batch"]),
-            int(state["seed"]),
-        )
+# data: any iterable as a stream (TensorLoader and the stream contract live in data.streams)
 
 
 class _IterableStream:
@@ -316,26 +254,43 @@ class _IterableStream:
         self.epoch = int(state.get("epoch", 0))
 
 
-def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> Any:
-    """The training data as a stream: an object with ``next_batch()``, ``state_dict()`` and
-    ``load_state_dict()`` (optionally ``to(device)`` and ``shard(rank, world_size)``), such as
-    :class:`TensorLoader` or :class:`genai_course.data.TokenWindows`."""
-    if hasattr(data, "next_batch"):
+def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> TrainingStream:
+    """The training data as a :class:`~genai_course.data.TrainingStream` (``next_batch()``,
+    ``state_dict()``, ``load_state_dict()``; optionally ``to(device)`` and ``shard(rank,
+    world_size)``), such as :class:`TensorLoader` or :class:`genai_course.data.TokenWindows`;
+    tensors are wrapped in a TensorLoader and other iterables restart at each epoch."""
+    if isinstance(data, TrainingStream):
         return data
     if isinstance(data, Tensor):
         return TensorLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
     if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
         return TensorLoader(*data, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    if isinstance(data, Iterable):
-        return _IterableStream(data)
-    raise TypeError(
-        f"training data must be a Tensor, a tuple of Tensors, a stream with next_batch() "
-        f"(TensorLoader, TokenWindows) or an iterable of batches, got {type(data).__name__}"
+    missing = missing_methods(data, TrainingStream)
+    if "next_batch" in missing and isinstance(data, Iterable):
+        return _IterableStream(data)  # an iterable of batches, e.g. a DataLoader
+    if missing == ["next_batch", "state_dict", "load_state_dict"]:
+        raise TypeError(
+            f"training data must be a Tensor, a tuple of Tensors, a TrainingStream "
+            f"(TensorLoader, TokenWindows) or an iterable of batches, got {type(data).__name__}"
+        )
+    # Some of a stream's methods but not all: say which are missing.
+    return require_protocol(data, TrainingStream, role="training data")
+
+
+def _check_eval_data(data: Any) -> None:
+    """Raise a ``TypeError`` unless ``data`` is something :func:`_eval_batches` can iterate."""
+    if isinstance(data, (Tensor, tuple, EvalData, Iterable)):
+        return
+    require_protocol(
+        data, EvalData, role="validation data", hint="; or give tensors or an iterable of batches"
     )
 
 
 def _eval_batches(data: Any, batch_size: int) -> Iterable:
-    if hasattr(data, "eval_batches"):
+    """Every batch of validation ``data`` once, in order: an :class:`EvalData`'s
+    ``eval_batches()``, tensors in slices of ``batch_size``, or the iterable itself."""
+    _check_eval_data(data)
+    if isinstance(data, EvalData):
         return data.eval_batches()
     if isinstance(data, Tensor):
         return TensorLoader(data, batch_size=batch_size, shuffle=False, drop_last=False)
@@ -410,12 +365,14 @@ class History:
 
 
 class Callback:
-    """Hooks into the training loop; override the ones you need."""
+    """Hooks into the training loop; override the ones you need.  ``on_checkpoint`` gets the
+    file each checkpoint was written to, on the rank that wrote it (rank 0)."""
 
     def on_train_start(self, trainer: Trainer) -> None: ...
     def on_step_end(self, trainer: Trainer) -> None: ...
     def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
 
 
 class EveryN(Callback):
@@ -540,11 +497,13 @@ class Trainer:
             raise ValueError(f"objective names must be unique, got {names}")
 
         self.stream = _as_stream(train_data, config.batch_size, config.shuffle, config.seed)
-        if hasattr(self.stream, "to"):
+        if isinstance(self.stream, MovableStream):
             self.stream.to(self.device)
+        if val_data is not None:
+            _check_eval_data(val_data)
         if isinstance(val_data, (Tensor, tuple)):
             val_data = move_to(val_data, self.device)
-        elif hasattr(val_data, "eval_batches") and hasattr(val_data, "to"):
+        elif isinstance(val_data, EvalData) and isinstance(val_data, MovableStream):
             val_data = val_data.to(self.device)
         self.val_data = val_data
         self.metrics_fn = metrics_fn
@@ -560,8 +519,12 @@ class Trainer:
 
         if self.world_size > 1:
             _init_distributed(self.device)
-            if hasattr(self.stream, "shard"):
+            if isinstance(self.stream, ShardableStream):
                 self.stream.shard(self.rank, self.world_size)
+            elif not isinstance(self.stream, _IterableStream):
+                # Unsharded, every rank would train on the same batches; an iterable (a
+                # DataLoader) may shard itself with a DistributedSampler.
+                require_protocol(self.stream, ShardableStream, role="training data under DDP")
         # Different ranks need different noise (dropout, GAN latents); rank 0 matches 1 process.
         torch.manual_seed(config.seed + self.rank)
         self._params: dict[str, list[nn.Parameter]] = {}
@@ -628,15 +591,19 @@ class Trainer:
         c = self.config
         lr = obj.lr or c.lr
         wd = c.weight_decay if obj.weight_decay is None else obj.weight_decay
+        groups = decay_param_groups(
+            self._module_of(obj.module), params, wd, c.decay_rule,
+            decay_embeddings=c.decay_embeddings,
+        )  # fmt: skip
         betas = obj.betas or c.betas
         fused = {"fused": True} if self.device.type == "cuda" else {}
         if c.optimizer == "adamw":
-            return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=wd, **fused)
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, **fused)
         if c.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=wd, **fused)
+            return torch.optim.Adam(groups, lr=lr, betas=betas, **fused)
         if c.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=c.momentum, weight_decay=wd, **fused)
-        return torch.optim.RMSprop(params, lr=lr, momentum=c.momentum, weight_decay=wd)
+            return torch.optim.SGD(groups, lr=lr, momentum=c.momentum, **fused)
+        return torch.optim.RMSprop(groups, lr=lr, momentum=c.momentum)
 
     def _broadcast_from_rank0(self, parameters: bool = False) -> None:
         """Rank 0's buffers (and with ``parameters`` its parameters) to every rank. Each rank's
@@ -975,6 +942,9 @@ class Trainer:
                 raise ValueError("no path given and config.checkpoint_dir is None")
             path = Path(self.config.checkpoint_dir) / "last.pt"
         written = save_checkpoint(self.state_dict(), path) if self.is_main else None
+        if written is not None:
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, written)
         if self.world_size > 1:
             dist.barrier()
         return written

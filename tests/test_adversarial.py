@@ -44,6 +44,7 @@ def test_fgsm_increases_the_loss_of_a_trained_model(digits, classifier):
     assert attacked > clean + 0.5
 
 
+@pytest.mark.slow
 def test_pgd_is_at_least_as_strong_as_fgsm(digits, classifier):
     x, y = digits
     g = torch.Generator().manual_seed(0)
@@ -126,6 +127,7 @@ def test_adversarial_loss_trains_through_the_trainer(digits):
         adversarial.AdversarialLoss(clean_weight=1.5)
 
 
+@pytest.mark.slow
 def test_shipped_robust_classifier_keeps_its_accuracy_inside_the_ball_and_the_standard_one_does_not(
     digits, classifier
 ):

@@ -1,11 +1,13 @@
 """The benchmarks behind ``genai-course bench`` and multi-process training under torchrun."""
 
+import ast
+import dataclasses
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genai_course import bench
+from genai_course.bench import flops, gpu_check, precision, rank_report
 from genai_course.cli import main
 
 
@@ -79,12 +82,44 @@ def test_bench_all_prints_every_benchmark_first_as_json_lines(capsys, monkeypatc
 
         return run
 
-    monkeypatch.setattr(bench, "BENCHES", {k: fake(k) for k in bench.BENCHES})
+    for name, record in list(bench.BENCHMARKS.items()):
+        monkeypatch.setitem(bench.BENCHMARKS, name, dataclasses.replace(record, run=fake(name)))
     objects, others = _run_cli(["bench", "all", "--tiny", "--repeats", "2"], capsys)
     assert [name for name, _ in ran] == list(bench.TINY)
     # the tiny sizes, with the explicit option on top where the benchmark takes it
     assert ran[0][1] == {**bench.TINY["trainer"], "repeats": 2}
     assert len(objects) == len(others) == len(bench.BENCHES)
+
+
+def test_every_option_and_tiny_size_is_a_keyword_of_its_benchmark():
+    import inspect
+
+    for record in bench.BENCHMARKS.values():
+        params = inspect.signature(record.run).parameters
+        assert {o.keyword for o in record.options} <= set(params), record.name
+        assert set(record.tiny) <= set(params), record.name
+    assert bench.BENCHES == {k: b.run for k, b in bench.BENCHMARKS.items()}
+    assert bench.TINY == {k: dict(b.tiny) for k, b in bench.BENCHMARKS.items()}
+
+
+def test_the_bench_parser_is_generated_from_the_records(monkeypatch):
+    from genai_course.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["bench", "precision", "--models", "gpt", "--variants", "fp32,bf16", "--no-compile-cache"]
+    )
+    assert args.models == ("gpt",) and args.variants == ("fp32", "bf16")
+    assert args.compile_cache is False and args.compile is None and args.steps is None
+    args = build_parser().parse_args(["bench", "sampling", "--untrained", "--ddim-steps", "5,10"])
+    assert args.pretrained is False and args.ddim_steps == (5, 10)
+
+    # a new record is a new subcommand, with its options: one edit
+    def noop(*, size: int = 3, device: str = "auto") -> dict:
+        return {"bench": "noop", "size": size}
+
+    extra = bench.Benchmark("noop", noop, "nothing", str, (bench.Option("--size"),))
+    monkeypatch.setitem(bench.BENCHMARKS, "noop", extra)
+    assert build_parser().parse_args(["bench", "noop", "--size", "7"]).size == 7
 
 
 def test_precision_bench_times_each_variant_and_reports_the_choice():
@@ -159,7 +194,7 @@ def test_gpt_formula_6n_is_exactly_the_counted_matmul_flops():
     ],
 )
 def test_peak_flops_reads_the_table_by_gpu_name(name, peak, monkeypatch):
-    monkeypatch.setattr(bench, "resolve_device", lambda d: torch.device("cuda", 0))
+    monkeypatch.setattr(flops, "resolve_device", lambda d: torch.device("cuda", 0))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: name)
     assert bench.peak_flops("cuda") == peak
 
@@ -169,11 +204,11 @@ def test_peak_flops_is_unknown_on_the_cpu():
 
 
 def test_choose_precision_falls_back_to_fp32_unless_bf16_is_native_and_faster(monkeypatch):
-    monkeypatch.setattr(bench, "bf16_supported", lambda d: True)
+    monkeypatch.setattr(precision, "bf16_supported", lambda d: True)
     assert bench.choose_precision(1.0, 0.5, "cpu") == "bf16"
     assert bench.choose_precision(1.0, 1.2, "cpu") == "fp32"  # bf16 slower
     assert bench.choose_precision(1.0, 0.99, "cpu") == "fp32"  # within the margin
-    monkeypatch.setattr(bench, "bf16_supported", lambda d: False)
+    monkeypatch.setattr(precision, "bf16_supported", lambda d: False)
     assert bench.choose_precision(1.0, 0.5, "cpu") == "fp32"  # emulated: not trusted
 
 
@@ -230,7 +265,9 @@ def test_bad_sizes_are_named():
 
 
 @pytest.mark.slow
-def test_bench_ddp_two_ranks_end_identical_and_rank0_writes_each_file_once(tmp_path, capsys):
+def test_bench_ddp_two_ranks_end_identical_and_rank0_writes_each_file_once(
+    tmp_path, capsys, loopback
+):
     from genai_course.pretrained import load_pretrained
 
     objects, _ = _run_cli(["bench", "ddp", "--tiny", "--folder", str(tmp_path)], capsys)
@@ -251,37 +288,13 @@ def test_bench_ddp_two_ranks_end_identical_and_rank0_writes_each_file_once(tmp_p
 
 
 @pytest.mark.slow
-def test_torchrun_runs_the_train_command_with_two_gloo_processes(tmp_path):
+def test_torchrun_runs_the_train_command_with_two_gloo_processes(tmp_path, torchrun):
     from genai_course.pretrained import read_manifest
 
-    env = {k: v for k, v in os.environ.items() if k not in bench._LAUNCH_ENV}
-    env["OMP_NUM_THREADS"] = "1"
     out, ckpt = tmp_path / "out", tmp_path / "ckpt"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={bench.free_port()}",
-            "-m",
-            "genai_course.cli",
-            "train",
-            "classifier",
-            "--profile",
-            "smoke",
-            "--device",
-            "cpu",
-            "--out",
-            str(out),
-            "--checkpoint-dir",
-            str(ckpt),
-            "--no-progress",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    train = ["train", "classifier", "--profile", "smoke", "--device", "cpu", "--no-progress"]
+    proc = torchrun(
+        "-m", "genai_course.cli", *train, "--out", str(out), "--checkpoint-dir", str(ckpt)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -304,3 +317,140 @@ def test_format_table_lines_up_columns():
     assert lines[0].split() == ["model", "ms", "mfu"]
     assert lines[2].split() == ["gpt", "12.35", "-"] and lines[3].split() == ["unet", "3", "-"]
     assert len({len(ln) for ln in lines}) == 1
+
+
+# -- the package's shape ------------------------------------------------------------------------
+
+
+def test_no_module_of_the_library_imports_the_cli():
+    package = Path(bench.__file__).resolve().parents[1]
+    offenders = []
+    for path in package.rglob("*.py"):
+        if path.name == "cli.py" and path.parent == package:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):  # from .cli import x, from . import cli
+                modules = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            if any("cli" in m.split(".") for m in modules):
+                offenders.append(str(path.relative_to(package)))
+    assert offenders == []
+
+
+@pytest.mark.slow
+def test_rank_report_records_the_trainer_and_every_file_the_run_wrote(tmp_path, capsys):
+    from genai_course.pretrained import load_pretrained
+
+    out, ckpt, ranks = tmp_path / "out", tmp_path / "ckpt", tmp_path / "ranks"
+    argv = [str(ranks), "classifier", "--profile", "smoke", "--device", "cpu", "--no-progress"]
+    assert rank_report.main([*argv, "--out", str(out), "--checkpoint-dir", str(ckpt)]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["model"] == "classifier" and printed["world_size"] == 1
+    report = json.loads((ranks / "rank-0.json").read_text())
+    assert report["rank"] == 0 and report["world_size"] == 1
+    # the Trainer told the callback of its checkpoint, the run's options of what it shipped
+    assert report["written"] == [
+        str((ckpt / "last.pt").resolve()),
+        str((out / "digit-classifier.safetensors").resolve()),
+        str((out / "manifest.json").resolve()),
+    ]
+    (trainer,) = report["trainers"]
+    assert trainer["step"] == 6
+    shipped = load_pretrained("digit-classifier", folder=out)
+    assert bench.param_digest(shipped) == trainer["params"]
+
+
+# -- the GPU check ------------------------------------------------------------------------------
+
+
+def test_gpu_check_refuses_without_cuda_and_says_what_to_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path / "gpu.json")]) == 2
+    err = capsys.readouterr().err
+    assert "needs CUDA" in err and "--tiny --device cpu" in err and "bench all --tiny" in err
+    assert not (tmp_path / "gpu.json").exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_writes_one_json_with_every_part_at_tiny_sizes(tmp_path):
+    # every part but compilation (tens of seconds on a CPU; the slow test below runs it)
+    parts = [p for p in gpu_check.PARTS if p != "compile"]
+    out = tmp_path / "gpu.json"
+    report = gpu_check.gpu_check(out, device="cpu", tiny=True, parts=parts, in_process=True)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["tiny"] and report["device"] == "cpu" and list(report["parts"]) == parts
+    failed = {k: v["error"] for k, v in report["parts"].items() if not v["ok"]}
+    assert failed == {}
+    p = report["parts"]
+    assert set(p["precision"]["figures"]["unet"]) >= {"fp32", "bf16", "fp16", "channels_last"}
+    assert p["precision"]["figures"]["gpt"]["fp16"]["ms_per_step"] > 0
+    assert p["optimizer"]["figures"]["gpt"]["for-loop"]["speedup"] == 1.0
+    assert p["dataloading"]["figures"]["TensorLoader"]["batches_per_s"] > 0
+    for name in ("train-classifier", "train-gpt"):
+        figures = p[name]["figures"]
+        assert figures["profile"] == "smoke" and figures["steps"] == figures["planned_steps"]
+        assert figures["ms_per_step"] > 0 and not figures["time_boxed"]
+    assert p["chapter"]["figures"]["completed"] and p["chapter"]["result"]["cells_run"] == 2
+    assert report["mfu"]["gpt"]["fp32"] is None  # no peak is known for a CPU
+    assert all(math.isfinite(v) for v in _numbers(report))
+
+
+@pytest.mark.slow
+def test_gpu_check_parts_run_in_their_own_process_inside_their_time_box(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        gpu_check.PARTS, "optimizer", dataclasses.replace(gpu_check.PARTS["optimizer"], box_s=0.5)
+    )
+    monkeypatch.setattr(gpu_check, "_MIN_BOX_S", 0.1)
+    out = tmp_path / "gpu.json"
+    report = gpu_check.gpu_check(
+        out, device="cpu", tiny=True, parts=["dataloading", "optimizer"], budget_s=60
+    )
+    parts = report["parts"]
+    assert parts["dataloading"]["ok"] and parts["dataloading"]["figures"]["TensorLoader"]
+    assert parts["dataloading"]["time_box_s"] == gpu_check.PARTS["dataloading"].box_s
+    assert not parts["optimizer"]["ok"] and parts["optimizer"]["error"] == "time box of 0.5 s"
+    assert json.loads(out.read_text())["parts"].keys() == parts.keys()
+
+
+def test_gpu_check_skips_what_the_budget_leaves_no_time_for(tmp_path):
+    report = gpu_check.gpu_check(
+        tmp_path / "gpu.json", device="cpu", tiny=True, parts=["optimizer"], budget_s=1
+    )
+    assert report["parts"]["optimizer"] == {"ok": False, "error": "skipped: 1 s of budget left"}
+
+
+def test_step_timer_cuts_a_run_at_its_time_box():
+    from genai_course.train import TrainConfig, Trainer
+
+    x, y = torch.randn(64, 4), torch.randint(0, 2, (64,))
+    timer = gpu_check.StepTimer(seconds=1e-9, skip=0)
+    cfg = TrainConfig(steps=50, batch_size=16, progress=False, device="cpu", eval_every=0)
+    model = nn.Linear(4, 2)
+    trainer = Trainer(
+        model, (x, y), cfg, loss_fn=lambda m, b: F.cross_entropy(m(b[0]), b[1]), callbacks=[timer]
+    )
+    trainer.fit()
+    (run,) = timer.runs
+    assert trainer.step == run["steps"] == 1 and run["planned_steps"] == 50 and run["time_boxed"]
+    assert run["steps_timed"] == 1 and run["ms_per_step"] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_runs_every_part_as_the_gpu_run_does(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "genai_course.bench.gpu_check", "--tiny", "--device", "cpu"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert list(report["parts"]) == list(gpu_check.PARTS)
+    assert all(p["ok"] for p in report["parts"].values())
+    compiled = report["parts"]["compile"]["figures"]["gpt"]["compile"]
+    assert compiled["first_step_s"] > 0

@@ -1,6 +1,7 @@
 """Atomic checkpoint writes and the shipped-checkpoint manifest."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -100,6 +101,15 @@ def test_save_pretrained_round_trip(tmp_path):
     )
 
 
+def test_save_pretrained_leaves_the_callers_model_on_its_device(tmp_path, monkeypatch):
+    moved = []
+    real_cpu = torch.nn.Module.cpu
+    monkeypatch.setattr(torch.nn.Module, "cpu", lambda self: moved.append(self) or real_cpu(self))
+    model = _tiny_model()
+    save_pretrained(model, "tiny", tmp_path, command="c", metrics={})
+    assert moved and all(m is not model for m in moved)  # a copy went to the CPU, not the model
+
+
 def test_loading_a_checkpoint_leaves_the_global_random_state_alone(tmp_path):
     save_pretrained(_tiny_model(), "tiny", tmp_path, command="c", metrics={})
     state = torch.get_rng_state()
@@ -138,7 +148,16 @@ def test_every_shipped_checkpoint_verifies_and_records_its_command():
         verify(name)
         entry = read_manifest()[name]
         assert entry["command"].startswith("genai-course train ")
-        assert entry["metrics"]
+        assert entry["metrics"], name
+        for key, value in entry["metrics"].items():
+            if key in ("device", "precision"):
+                assert isinstance(value, str), (name, key, value)
+                continue
+            # numbers a table can print (a list of them for per-trainer step counts): no NaN,
+            # no infinity, no missing value
+            for v in value if isinstance(value, list) else [value]:
+                assert isinstance(v, (int, float)) and not isinstance(v, bool), (name, key)
+                assert math.isfinite(v), (name, key, value)
 
 
 def test_shipped_classifier_reaches_97_percent_on_the_test_digits():

@@ -206,9 +206,9 @@ def test_ewc_separate_sums_per_task_terms_and_online_accumulates_the_fisher():
 def test_ewc_rejects_bad_settings():
     with pytest.raises(ValueError, match="lam"):
         EWC(-1.0)
-    with pytest.raises(ValueError, match=r"mode must be one of \('separate', 'online'\)"):
+    with pytest.raises(ValueError, match=r"mode must be one of 'separate', 'online'"):
         EWC(1.0, mode="sum")
-    with pytest.raises(ValueError, match=r"kind must be one of \('empirical', 'true', 'exact'\)"):
+    with pytest.raises(ValueError, match="kind must be one of 'empirical', 'true', 'exact'"):
         model, x, y = _softmax_regression()
         fisher_diagonal(model, (x, y), kind="fisher")
 
@@ -408,9 +408,7 @@ def test_ewc_and_lwf_keep_what_they_promise_to_keep_better_than_naive_fine_tunin
 
 def test_train_sequentially_rejects_unknown_methods_and_mismatched_eval_sets():
     tasks, tests = _two_tasks()
-    with pytest.raises(
-        ValueError, match=r"method must be one of \('naive', 'ewc', 'replay', 'lwf'\)"
-    ):
+    with pytest.raises(ValueError, match=r"method must be one of 'naive', 'ewc', 'replay', 'lwf'"):
         train_sequentially(_mlp(), tasks, _cfg(), "si")
     with pytest.raises(ValueError, match="eval_sets has 1 entries, expected one per task"):
         train_sequentially(_mlp(), tasks, _cfg(), eval_sets=tests[:1])

@@ -122,7 +122,7 @@ def test_unknown_schedules_and_invalid_betas_are_rejected_clearly():
         NoiseSchedule.from_name("quadratic", 10)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         NoiseSchedule(torch.tensor([0.1, 1.0]))
-    with pytest.raises(ValueError, match="known: linear, cosine"):
+    with pytest.raises(ValueError, match="schedule must be one of 'linear', 'cosine'"):
         DiffusionConfig(schedule="sigmoid")
 
 
@@ -446,13 +446,13 @@ def test_class_conditional_sampling_with_guidance_one_draws_each_class():
     d = _oracle_diffusion(std=0.1, means=[-0.5, 0.5, 0.0])
     g = torch.Generator().manual_seed(7)
     y = torch.tensor([0, 1]).repeat(200)
-    z = to_model_range(d.ddim_sample(400, steps=100, y=y, guidance=1.0, generator=g))
+    z = to_model_range(d.ddim_sample(400, steps=100, labels=y, guidance=1.0, generator=g))
     per_pixel = z.flatten(1)
     assert abs(per_pixel[y == 0].mean() + 0.5) < 0.02
     assert abs(per_pixel[y == 1].mean() - 0.5) < 0.02
-    uncond = to_model_range(d.ddim_sample(400, steps=100, y=y, guidance=0.0, generator=g))
+    uncond = to_model_range(d.ddim_sample(400, steps=100, labels=y, guidance=0.0, generator=g))
     assert abs(uncond.mean()) < 0.02  # w = 0 ignores the labels
-    strong = to_model_range(d.ddim_sample(400, steps=100, y=y, guidance=2.0, generator=g))
+    strong = to_model_range(d.ddim_sample(400, steps=100, labels=y, guidance=2.0, generator=g))
     assert strong.flatten(1)[y == 1].mean() > 0.55  # w > 1 pushes past the class mean
 
 
@@ -519,7 +519,7 @@ def test_guidance_needs_a_conditional_model_and_a_condition(tiny_unet):
     with pytest.raises(ValueError, match="needs a condition"):
         conditional.ddpm_sample(2, guidance=2.0)
     with pytest.raises(ValueError, match="not class-conditional"):
-        plain.ddpm_sample(2, y=1)
+        plain.ddpm_sample(2, labels=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -641,7 +641,7 @@ def test_trainer_trains_diffusion_through_its_loss_with_an_ema(tiny_unet):
     assert fixed_loss(d) < 0.8 * before
     ema = trainer.ema_model.module
     assert not torch.equal(ema.unet.conv_in.weight, d.unet.conv_in.weight)  # an average
-    images = ema.ddim_sample(4, steps=3, y=torch.arange(4), guidance=2.0)
+    images = ema.ddim_sample(4, steps=3, labels=torch.arange(4), guidance=2.0)
     assert images.shape == (4, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
 
 
@@ -706,8 +706,8 @@ def test_a_unet_diffusion_round_trips_through_the_pretrained_folder(tmp_path, ti
     loaded = load_pretrained("tiny-diffusion", folder=tmp_path)
     assert loaded.config == model.config and loaded.T == 20
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-    a = model.ddim_sample(4, steps=5, y=torch.tensor([0, 1, 2, 0]), generator=g1)
-    b = loaded.ddim_sample(4, steps=5, y=torch.tensor([0, 1, 2, 0]), generator=g2)
+    a = model.ddim_sample(4, steps=5, labels=torch.tensor([0, 1, 2, 0]), generator=g1)
+    b = loaded.ddim_sample(4, steps=5, labels=torch.tensor([0, 1, 2, 0]), generator=g2)
     torch.testing.assert_close(a, b)
 
 

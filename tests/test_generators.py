@@ -116,6 +116,12 @@ def test_vae_nll_is_in_nats_per_image_and_bits_per_dim(loaded):
     assert result["comparable"] and result["n"] == 8 and result["k"] == 4
     assert result["nll_nats"] > 0
     assert result["bits_per_dim"] == pytest.approx(result["nll_nats"] / (784 * math.log(2)))
+    # and the shipped VAE has learnt digits: test digits cost it under 150 nats (about 100),
+    # where noise costs thousands and an untrained VAE nearly a coin per pixel (784 ln 2 = 543)
+    from genai_course.data import load_mnist
+
+    real = G.heldout_nll(loaded["vae-mnist"], k=4, images=load_mnist("test")[0][:8])
+    assert real["nll_nats"] < 150 < result["nll_nats"]
 
 
 def test_cvae_marginal_nll_is_at_most_the_label_given_one_plus_log10(loaded):

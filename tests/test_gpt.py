@@ -63,8 +63,8 @@ def test_kv_cache_gives_the_logits_of_full_recomputation():
 def test_greedy_generation_is_identical_with_and_without_the_cache():
     model = _gpt()
     prompt = torch.randint(11, (2, 4))
-    a = model.generate(prompt, 40, greedy=True, use_cache=True)  # runs past block_size = 32
-    b = model.generate(prompt, 40, greedy=True, use_cache=False)
+    a = model.generate(prompt, max_new=40, greedy=True, use_cache=True)  # runs past block_size = 32
+    b = model.generate(prompt, max_new=40, greedy=True, use_cache=False)
     assert a.shape == (2, 44)
     assert torch.equal(a, b)
 
@@ -121,12 +121,34 @@ def test_generation_rejects_bad_input_with_clear_errors():
     with pytest.raises(ValueError, match="int64"):
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="temperature must be > 0"):
-        model.generate(torch.zeros(1, 2, dtype=torch.long), 3, temperature=0)
+        model.generate(torch.zeros(1, 2, dtype=torch.long), max_new=3, temperature=0)
     tok = CharTokenizer("abcdefghij ")
     named = _gpt(vocab=tok.vocab)
-    assert len(named.generate_text("abc", 5, generator=torch.Generator().manual_seed(0))) == 8
+    assert (
+        len(named.generate_text("abc", max_new=5, generator=torch.Generator().manual_seed(0))) == 8
+    )
     with pytest.raises(ValueError, match="'Z'"):
-        named.generate_text("aZ", 5)
+        named.generate_text("aZ", max_new=5)
+
+
+def test_generate_names_a_bad_prompt_and_restores_train_mode():
+    model = _gpt().train()
+    vocab = model.config.vocab_size
+    with pytest.raises(
+        ValueError, match=rf"prompt id {vocab} is outside the vocabulary \[0, {vocab}\)"
+    ):
+        model.generate(torch.tensor([[1, vocab]]), max_new=2)
+    with pytest.raises(ValueError, match=r"prompt id -1 is outside"):
+        model.generate(torch.tensor([[-1]]), max_new=2)
+    with pytest.raises(ValueError, match=r"integer tensor of shape \(B, T\)"):
+        model.generate(torch.tensor([1, 2]), max_new=2)
+    with pytest.raises(ValueError, match="at least one token"):
+        model.generate(torch.zeros(1, 0, dtype=torch.long), max_new=2)
+    with pytest.raises(ValueError, match="max_new must be an int >= 0"):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), max_new=-1)
+    with pytest.raises(TypeError):
+        model.generate(torch.zeros(1, 1, dtype=torch.long), 3)  # max_new is keyword-only
+    assert model.training  # a failing call leaves the mode as it was
 
 
 def test_masked_loss_counts_only_masked_positions():
@@ -188,7 +210,7 @@ def test_gpt_learns_a_repeating_text_with_the_trainer():
     before = t.evaluate()["val_loss"]
     t.fit()
     assert t.history.last("val_loss") < 0.1 < before
-    assert model.generate_text("abc", 12, greedy=True) == "abcdefgh abcdef"
+    assert model.generate_text("abc", max_new=12, greedy=True) == "abcdefgh abcdef"
 
 
 def test_masked_lm_objective_trains_a_bidirectional_model_with_the_trainer():
@@ -295,3 +317,32 @@ def test_set_dropout_reaches_every_dropout_including_attention():
     torch.testing.assert_close(model(x)[0], model(x)[0])  # no randomness left in training mode
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         model.set_dropout(1.0)
+
+
+# the shipped language models
+
+
+def _held_out_bpc(name: str, text: str) -> float:
+    """Bits per character of shipped GPT ``name`` predicting characters 1..512 of ``text``."""
+    import math
+
+    from genai_course.pretrained import load_pretrained
+
+    gpt = load_pretrained(name).eval()
+    ids = gpt.tokenizer.encode(text[:513])[None]
+    with torch.no_grad():
+        nats = F.cross_entropy(gpt(ids[:, :-1])[0][0], ids[0, 1:])
+    return float(nats) / math.log(2)
+
+
+def test_shipped_gpts_predict_held_out_text_far_better_than_chance():
+    # chance is log2(103) = 6.7 bits per character, what an untrained GPT scores; the manifests
+    # record about 1.4 over the whole test splits
+    from genai_course import music
+    from genai_course.data import load_python_docs, python_docs_tokenizer
+
+    assert _held_out_bpc("gpt-pydocs", load_python_docs("test")) < 3.0
+    tunes = music.tunes_corpus(music.load_tunes("test"), python_docs_tokenizer().vocab)
+    # fine-tuning taught gpt-folk the tunes, which the Python reference model finds alien
+    folk, pydocs = _held_out_bpc("gpt-folk", tunes), _held_out_bpc("gpt-pydocs", tunes)
+    assert folk < 2.0 and folk < pydocs - 3.0

@@ -113,7 +113,7 @@ def test_each_cell_learns_one_name_per_category_with_the_trainer(cell):
     trainer.fit()
     assert trainer.history.last("val_loss") < 0.1 * before
     # the category alone now decides the name: greedy decoding recovers each one
-    assert [model.sample(1, k, greedy=True)[0] for k in range(4)] == names
+    assert [model.sample(1, labels=k, greedy=True)[0] for k in range(4)] == names
 
 
 def test_samples_respect_max_len_and_the_vocabulary_and_are_reproducible():
@@ -132,10 +132,12 @@ def test_samples_respect_max_len_and_the_vocabulary_and_are_reproducible():
 def test_a_very_low_temperature_samples_the_greedy_name():
     model = _rnn("gru", num_conditions=3)
     for k in range(3):
-        greedy = model.sample(1, k, greedy=True)[0]
-        cold = model.sample(20, k, temperature=1e-4, generator=torch.Generator().manual_seed(k))
+        greedy = model.sample(1, labels=k, greedy=True)[0]
+        cold = model.sample(
+            20, labels=k, temperature=1e-4, generator=torch.Generator().manual_seed(k)
+        )
         assert cold == [greedy] * 20
-    hot = model.sample(20, 0, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    hot = model.sample(20, labels=0, temperature=1.0, generator=torch.Generator().manual_seed(0))
     assert len(set(hot)) > 1
 
 
@@ -152,7 +154,10 @@ def test_the_condition_changes_the_next_character_distribution():
 
 
 def test_bad_input_raises_clear_errors():
-    with pytest.raises(ValueError, match="unknown cell 'transformer'; known: rnn, lstm, gru"):
+    with pytest.raises(
+        ValueError,
+        match="CharRNNConfig.cell must be one of 'rnn', 'lstm', 'gru'; got 'transformer'",
+    ):
         CharRNNConfig(vocab=VOCAB, cell="transformer")
     with pytest.raises(ValueError, match="non-empty"):
         CharRNNConfig(vocab="")
@@ -161,13 +166,13 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="unconditional"):
         plain(x, torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="unconditional"):
-        plain.sample(2, 1)
+        plain.sample(2, labels=1)
     with pytest.raises(ValueError, match="conditioned on one of 3 categories"):
         cond.loss((x, y))
     with pytest.raises(ValueError, match=r"must be in \[0, 3\), got values in \[0, 3\]"):
         cond(x, torch.tensor([0, 3]))
     with pytest.raises(ValueError, match=r"must be in \[0, 3\)"):
-        cond.sample(2, -1)
+        cond.sample(2, labels=-1)
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         cond(x, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="integer ids"):

@@ -39,6 +39,27 @@ def test_make_install_pins_the_torch_that_the_docs_name():
     assert ">=" in torch_req and "==" not in torch_req
 
 
+def _recipe(target: str) -> str:
+    """The first command line of a Makefile target."""
+    match = re.search(rf"^{target}:.*\n\t(.*)$", MAKEFILE, re.M)
+    assert match, f"Makefile has no {target} target"
+    return match.group(1)
+
+
+def test_make_unit_is_the_fast_lane_and_make_test_runs_every_test():
+    assert '-m "not slow"' in _recipe("unit")
+    every = _recipe("unit-all")
+    assert "-m pytest tests" in every
+    assert " -m " not in every.split("pytest tests")[1] and " -k " not in every  # no selection
+    assert re.search(r"^test: .*\bunit-all\b", MAKEFILE, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # CI: every test
+    pytest_options = PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in pytest_options["addopts"]  # a misspelt mark is an error
+    assert any(m.startswith("slow:") for m in pytest_options["markers"])
+    assert "`make unit` runs the fast lane alone, the tests not marked `slow`" in SETUP
+    assert "`make unit` (pytest's fast lane: the tests not marked `slow`" in README
+
+
 def test_the_cpu_index_the_setup_page_offers_reaches_pip():
     assert "$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))" in MAKEFILE
     assert "make book TORCH_INDEX=https://download.pytorch.org/whl/cpu" in SETUP

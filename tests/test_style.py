@@ -220,8 +220,23 @@ def test_check_rgb_rejects_pixels_outside_the_unit_range(image):
 
 
 def test_check_rgb_accepts_an_image_and_a_batch():
-    check_rgb(torch.rand(3, 5, 6))
-    check_rgb(torch.rand(2, 3, 5, 6))
+    # the edges of the range are valid pixels; check_rgb only checks (it returns None)
+    for image in (
+        torch.rand(3, 5, 6),
+        torch.rand(2, 3, 5, 6),
+        torch.zeros(3, 2, 2),
+        torch.ones(3, 2, 2),
+    ):
+        before = image.clone()
+        assert check_rgb(image) is None
+        assert torch.equal(image, before)  # left as it was
+    # the same shapes with one channel too many, or one pixel just outside, are refused
+    with pytest.raises(ValueError, match=r"got .*\(2, 4, 5, 6\)"):
+        check_rgb(torch.rand(2, 4, 5, 6))
+    bad = torch.rand(2, 3, 5, 6)
+    bad[1, 2, 4, 5] = 1.001
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        check_rgb(bad)
 
 
 @pytest.mark.parametrize(

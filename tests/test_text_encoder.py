@@ -148,7 +148,8 @@ def test_prompt_dropout_trains_the_empty_prompt(text_unet):
     empty, _ = d.loss((x, torch.zeros_like(ids)), generator=g2)
     torch.testing.assert_close(dropped, empty)
     dropped.backward()
-    assert text_unet.encoder.token_emb.weight.grad is not None  # trained jointly
+    grad = text_unet.encoder.token_emb.weight.grad
+    assert grad is not None and grad.abs().sum() > 0  # trained jointly
 
 
 def test_text_diffusion_rebuilds_from_its_json_config_and_the_pretrained_folder(

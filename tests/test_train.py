@@ -365,6 +365,7 @@ _TRACED = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _TRACED)
 def test_course_losses_trace_into_one_graph_for_torch_compile(name, tiny_unet):
     # A check that reads the data (``bool(x.min() < 0)``) breaks a compiled step in two and
@@ -420,7 +421,7 @@ DDP_WORKER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_two_process_gloo_ddp_matches_one_process(tmp_path):
+def test_two_process_gloo_ddp_matches_one_process(tmp_path, torchrun):
     import json
 
     script = tmp_path / "worker.py"
@@ -430,20 +431,8 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     single.mkdir(), ddp.mkdir()
     subprocess.run([sys.executable, str(script), str(single)], check=True, env=env, timeout=120)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29517",
-            str(script),
-            str(ddp),
-        ],
-        check=True,
-        env=env,
-        timeout=180,
-    )
+    proc = torchrun(str(script), str(ddp))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     one = json.loads((single / "weights-0.json").read_text())
     r0 = json.loads((ddp / "weights-0.json").read_text())
     r1 = json.loads((ddp / "weights-1.json").read_text())
@@ -476,3 +465,47 @@ def test_unknown_history_key_is_named():
     t.fit()
     with pytest.raises(KeyError, match="no metric 'val_acc'"):
         t.history.series("val_acc")
+
+
+def test_weight_decay_spares_one_dimensional_parameters_by_default():
+    from genai_course.train import decay_param_groups
+
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+    params = list(model.parameters())
+    decayed, spared = decay_param_groups(model, params, 0.1)
+    assert {id(p) for p in decayed["params"]} == {id(model[0].weight), id(model[1].weight)}
+    assert {id(p) for p in spared["params"]} == {
+        id(model[1].bias), id(model[2].weight), id(model[2].bias)
+    }  # fmt: skip
+    assert decayed["weight_decay"] == 0.1 and spared["weight_decay"] == 0.0
+    no_embed = decay_param_groups(model, params, 0.1, decay_embeddings=False)
+    assert [id(p) for p in no_embed[0]["params"]] == [id(model[1].weight)]
+    assert len(decay_param_groups(model, params, 0.1, "all")) == 1
+    assert len(decay_param_groups(model, params, 0.0)) == 1  # nothing to spare
+    with pytest.raises(ValueError, match="decay.rule must be one of 'matrices', 'all'"):
+        decay_param_groups(model, params, 0.1, "some")
+
+
+def test_trainer_leaves_biases_and_norm_gains_undecayed():
+    """With a zero gradient, AdamW's only change to a parameter is the decay."""
+    from genai_course.train import Trainer
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.norm = nn.Linear(3, 3), nn.LayerNorm(3)
+
+        def loss(self, batch):
+            return 0.0 * (self.norm(self.lin(batch[0]))).sum()
+
+    for rule, bias_moves in (("matrices", False), ("all", True)):
+        torch.manual_seed(0)
+        model = Model()
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        data = TensorLoader(torch.randn(8, 3), batch_size=4)
+        cfg = TrainConfig(steps=3, lr=0.1, weight_decay=0.5, decay_rule=rule, progress=False)
+        Trainer(model, data, cfg).fit()
+        after = model.state_dict()
+        assert not torch.equal(after["lin.weight"], before["lin.weight"])  # decayed
+        for k in ("lin.bias", "norm.weight"):  # (norm.bias starts at 0: decay cannot move it)
+            assert torch.equal(after[k], before[k]) is not bias_moves, (rule, k)

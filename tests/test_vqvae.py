@@ -278,7 +278,7 @@ def test_decode_codes_rejects_ids_out_of_range_and_wrong_grids():
 def test_bad_configs_are_rejected_with_the_reason():
     with pytest.raises(ValueError, match="divisible by 4"):
         VQVAEConfig(image_size=30)
-    with pytest.raises(ValueError, match="bernoulli, mse"):
+    with pytest.raises(ValueError, match="'bernoulli', 'mse'"):
         VQVAEConfig(likelihood="gaussian")
     with pytest.raises(ValueError, match="ema_decay"):
         VQVAEConfig(ema_decay=1.0)

@@ -8,17 +8,18 @@ every chapter can feed it raw pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import check_image_batch
+from ..checks import check_image_batch
+from ..config import Config, check_positive, check_range
 
 
 @dataclass
-class ClassifierConfig:
+class ClassifierConfig(Config):
     channels: tuple[int, int] = (32, 64)  # two conv stages, each halving the resolution
     hidden: int = 128  # width of the feature layer that metrics read
     dropout: float = 0.3  # before the last layer; the 4,000 training digits overfit easily
@@ -27,8 +28,15 @@ class ClassifierConfig:
     mean: float = 0.1307  # pixel statistics of the training split, for normalisation
     std: float = 0.3081
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def validate(self) -> None:
+        if len(self.channels) != 2 or min(self.channels) < 1:
+            raise ValueError(
+                f"ClassifierConfig.channels must be two ints >= 1, got {self.channels}"
+            )
+        check_positive(self, "hidden", "image_size")
+        check_positive(self, "num_classes", minimum=2)
+        check_range(self, "dropout", 0.0, 1.0)
+        check_positive(self, "std", minimum=0, strict=True)
 
 
 class DigitClassifier(nn.Module):

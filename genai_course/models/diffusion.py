@@ -43,13 +43,16 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import check_image_batch, check_values
+from ..checks import check_image_batch, check_values
+from ..config import Config, check_choice, check_positive, check_range
 from .text_encoder import TextConditionedUNet, TextEncoderConfig
 from .unet import UNet, UNetConfig
 
@@ -464,7 +467,7 @@ def ddim_sigma(schedule: NoiseSchedule, t: Tensor, t_prev: Tensor, eta: float) -
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(Config):
     """How a :class:`Diffusion` noises and samples; JSON-serialisable."""
 
     schedule: str = "linear"  # linear | cosine
@@ -476,31 +479,22 @@ class DiffusionConfig:
     # Diffusion fills it in when its network is a UNet or a TextConditionedUNet
     text: TextEncoderConfig | None = None  # the text encoder's config of a TextConditionedUNet
 
-    def __post_init__(self) -> None:
-        if isinstance(self.unet, dict):  # from JSON
-            self.unet = UNetConfig(**self.unet)
+    def validate(self) -> None:
         if self.unet is not None and not isinstance(self.unet, UNetConfig):
             raise ValueError(
                 f"unet must be a UNetConfig, a dict of one, or None; got {self.unet!r}"
             )
-        if isinstance(self.text, dict):
-            self.text = TextEncoderConfig(**self.text)
         if self.text is not None and not isinstance(self.text, TextEncoderConfig):
             raise ValueError(
                 f"text must be a TextEncoderConfig, a dict of one, or None; got {self.text!r}"
             )
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}")
-        if int(self.timesteps) != self.timesteps or self.timesteps < 2:
-            raise ValueError(f"timesteps must be an int >= 2, got {self.timesteps!r}")
-        if not 0.0 <= self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must be in [0, 1), got {self.p_uncond}")
-        self.image_shape = tuple(int(s) for s in self.image_shape)
+        check_choice(self, "schedule", SCHEDULES)
+        if int(self.timesteps) != self.timesteps:
+            raise ValueError(f"DiffusionConfig.timesteps must be an int, got {self.timesteps!r}")
+        check_positive(self, "timesteps", minimum=2)
+        check_range(self, "p_uncond", 0.0, 1.0)
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be (C, H, W), got {self.image_shape}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _randn(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -794,7 +788,8 @@ class Diffusion(nn.Module):
     def ddpm_sample(
         self,
         n: int,
-        y: Tensor | int | None = None,
+        *,
+        labels: Tensor | int | None = None,
         cond: Tensor | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
@@ -821,7 +816,7 @@ class Diffusion(nn.Module):
 
         Args:
             n: number of images.
-            y: labels, one int for all or (n,) ints in [0, K] (K: "no label"); None: none.
+            labels: one int for all or (n,) ints in [0, K] (K: "no label"); None: none.
             cond: condition vectors (n, D), or one (D,) for all; None: none (zeros).
             guidance: classifier-free guidance scale ``w`` (see :meth:`eps`); None: off.
             generator: source of all randomness; the same seed gives the same images.
@@ -848,15 +843,16 @@ class Diffusion(nn.Module):
                 return mean
             return mean + var_table[t_int].sqrt() * _randn(tuple(x.shape), x, generator)
 
-        return self._run(order, n, y, cond, guidance, generator, x_T, trajectory_every, step)
+        return self._run(order, n, labels, cond, guidance, generator, x_T, trajectory_every, step)
 
     @torch.no_grad()
     def ddim_sample(
         self,
         n: int,
+        *,
         steps: int = 50,
         eta: float = 0.0,
-        y: Tensor | int | None = None,
+        labels: Tensor | int | None = None,
         cond: Tensor | None = None,
         guidance: float | None = None,
         generator: torch.Generator | None = None,
@@ -899,4 +895,42 @@ class Diffusion(nn.Module):
                 out = out + sigma * _randn(tuple(x.shape), x, generator)
             return out
 
-        return self._run(order, n, y, cond, guidance, generator, x_T, trajectory_every, step)
+        return self._run(order, n, labels, cond, guidance, generator, x_T, trajectory_every, step)
+
+    SAMPLERS = ("ddim", "ddpm")
+
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
+        sampler: str = "ddim",
+        steps: int = 50,
+        guidance: float | None = None,
+        prompts: str | Sequence[str] | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """``n`` images (n, C, H, W) in [0, 1]: the sampling protocol of every generator.
+
+        ``sampler="ddim"`` (:meth:`ddim_sample`, ``steps`` steps) or ``"ddpm"``
+        (:meth:`ddpm_sample`, all T steps; ``steps`` is ignored). A text-conditioned network
+        takes ``prompts`` (one string for all, or n strings) instead of ``labels``; ``options``
+        go to the sampler (``eta``, ``variance``, ``x_T``, ``cond``).
+        """
+        check_choice("Diffusion.sample", "sampler", self.SAMPLERS, value=sampler)
+        if prompts is not None:
+            if not hasattr(self.unet, "tokenize"):
+                raise ValueError("this model is not text-conditioned: pass labels, not prompts")
+            if labels is not None:
+                raise ValueError("pass prompts or labels, not both")
+            prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+            if len(prompts) != n:
+                raise ValueError(f"expected one prompt or {n}, got {len(prompts)}")
+            options["cond"] = self.unet.tokenize(prompts)
+        elif hasattr(self.unet, "tokenize") and labels is not None:
+            raise ValueError("a text-conditioned model takes prompts=..., not labels")
+        common = dict(labels=labels, guidance=guidance, generator=generator, **options)
+        if sampler == "ddpm":
+            return self.ddpm_sample(n, **common)
+        return self.ddim_sample(n, steps=steps, **common)

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..data import check_values
+from ..checks import check_values
+from ..config import Config, check_choice, check_positive
 from .gan_losses import (
     discriminator_loss,
     generator_loss_nonsaturating,
@@ -57,7 +58,7 @@ UPSAMPLES = ("transposed", "nearest")
 
 
 @dataclass
-class GANConfig:
+class GANConfig(Config):
     arch: str = "dcgan"  # mlp | dcgan (28x28 images only)
     data_shape: tuple[int, ...] = (1, 28, 28)  # (C, 28, 28) images in [0, 1], or (D,) vectors
     latent_dim: int = 64  # z ~ N(0, I); 64 is plenty for 10 digit classes
@@ -70,32 +71,24 @@ class GANConfig:
     drift: float = 1e-3  # wgan-gp: + drift * E[f(x)^2] keeps critic scores from drifting
     mode_seeking: float = 0.0  # weight of the mode-seeking term of the generator loss (MSGAN)
 
-    def __post_init__(self) -> None:
-        self.data_shape = tuple(int(s) for s in self.data_shape)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCHS)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; known: {', '.join(LOSSES)}")
+    def validate(self) -> None:
+        check_choice(self, "arch", ARCHS)
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "upsample", UPSAMPLES)
         if len(self.data_shape) not in (1, 3) or min(self.data_shape) < 1:
             raise ValueError(
                 f"data_shape must be (C, H, W) for images or (D,) for vectors, got {self.data_shape}"
             )
         if self.arch == "dcgan" and (len(self.data_shape) != 3 or self.data_shape[1:] != (28, 28)):
             raise ValueError(f"arch 'dcgan' needs (C, 28, 28) images, got {self.data_shape}")
-        if self.latent_dim < 1 or self.width < 1 or not self.hidden or min(self.hidden) < 1:
-            raise ValueError("latent_dim, width and every hidden width must be >= 1")
-        if self.upsample not in UPSAMPLES:
-            raise ValueError(f"unknown upsample {self.upsample!r}; known: {', '.join(UPSAMPLES)}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        check_positive(self, "latent_dim", "width")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"GANConfig.hidden must be one or more widths >= 1, got {self.hidden}")
+        check_positive(self, "num_classes", minimum=0)
 
     @property
     def is_image(self) -> bool:
         return len(self.data_shape) == 3
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # building blocks
@@ -301,7 +294,11 @@ class GAN(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        n: int,
+        *,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """n samples, with the generator in eval mode (batch norm uses its running statistics).
         A conditional GAN given no labels cycles through the classes: 0, 1, ..., 9, 0, ..."""

@@ -14,22 +14,25 @@ which equals :math:`\\mathrm{KL}(p_\\text{data}\\,\\|\\,p_\\theta)` up to the da
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import Config, check_positive
+
 
 @dataclass
-class GMMConfig:
+class GMMConfig(Config):
     components: int = 8
     dim: int = 2
     init_scale: float = 1.0  # spread of the initial means (data should be roughly standardised)
     init_std: float = 0.5  # initial standard deviation of every component
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def validate(self) -> None:
+        check_positive(self, "components", "dim")
+        check_positive(self, "init_scale", "init_std", minimum=0, strict=True)
 
 
 class GaussianMixture(nn.Module):
@@ -117,7 +120,19 @@ class GaussianMixture(nn.Module):
         return -self.log_prob(x).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def sample(
+        self, n: int, *, labels: None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` points (n, D) by ancestral sampling (:meth:`sample_with_components`). The
+        mixture is unconditional: ``labels`` must be ``None``."""
+        if labels is not None:
+            raise ValueError("a GaussianMixture is unconditional: pass labels=None")
+        return self.sample_with_components(n, generator=generator)[0]
+
+    @torch.no_grad()
+    def sample_with_components(
+        self, n: int, *, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Ancestral sampling: :math:`k \\sim \\pi`, then :math:`x = \\mu_k + L_k\\varepsilon`.
 
         Returns points (n, D) and their components (n,)."""

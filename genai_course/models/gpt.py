@@ -19,17 +19,20 @@ hs head size (``C // nh``), V vocabulary.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import Config, check_positive, check_range
+
 KVCache = list[tuple[Tensor, Tensor]]  # per layer: keys and values, each (B, nh, T_past, hs)
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Config):
     vocab_size: int = 128  # characters of the corpus (+1 for [MASK] when masked modelling)
     block_size: int = 256  # longest context; position embeddings exist up to here
     n_layer: int = 4
@@ -40,16 +43,15 @@ class GPTConfig:
     causal: bool = True  # False: a bidirectional encoder for masked modelling
     vocab: str = ""  # the characters, in id order, so a checkpoint carries its tokenizer
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        check_positive(self, "vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        check_range(self, "dropout", 0.0, 1.0)
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.vocab and len(self.vocab) > self.vocab_size:
             raise ValueError(
                 f"vocab has {len(self.vocab)} characters but vocab_size is {self.vocab_size}"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,9 +246,9 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        idx: Tensor,
-        max_new_tokens: int,
+        prompt_ids: Tensor,
         *,
+        max_new: int,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
@@ -254,48 +256,75 @@ class GPT(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Extend idx (B, T) by ``max_new_tokens`` sampled tokens -> (B, T + max_new_tokens).
+        """Extend ``prompt_ids`` (B, T) int64 by ``max_new`` sampled tokens -> (B, T + max_new).
 
         Each step samples from the last position's distribution, sharpened or flattened by
         ``temperature``, optionally restricted to the ``top_k`` most likely tokens or to the
         smallest set whose probability reaches ``top_p`` (nucleus sampling); ``greedy`` takes
         the most likely token. With ``use_cache`` each step feeds only the new token and
         reuses the keys and values of the earlier ones; the context is cropped to the block
-        size (the cache is rebuilt when it is full).
+        size (the cache is rebuilt when it is full). Runs in eval mode; the model's mode is
+        restored afterwards, also when a step fails.
+
+        Raises:
+            ValueError: a prompt that is not a (B, T) integer tensor with T >= 1, an id outside
+                ``[0, vocab_size)``, ``max_new < 0``, or ``temperature <= 0`` without greedy.
         """
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        check_prompt_ids(prompt_ids, self.config.vocab_size)
+        if isinstance(max_new, bool) or int(max_new) != max_new or max_new < 0:
+            raise ValueError(f"max_new must be an int >= 0, got {max_new!r}")
         if temperature <= 0 and not greedy:
             raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
+        idx = prompt_ids.to(self.wte.weight.device)
         was = self.training
         self.eval()
-        bs = self.config.block_size
-        cache: KVCache | None = None
-        for _ in range(max_new_tokens):
-            if cache is not None:  # feed only the newest token; earlier keys/values are cached
-                logits, cache = self(idx[:, -1:], cache)
-            else:
-                logits, cache = self(idx[:, -bs:])
-            nxt = sample_next(
-                logits[:, -1, :],
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                greedy=greedy,
-                generator=generator,
-            )
-            idx = torch.cat([idx, nxt], dim=1)
-            if not use_cache or cache[0][0].shape[2] >= bs:
-                cache = None  # no cache, or a full one: recompute the last block_size tokens
-        self.train(was)
+        try:
+            bs = self.config.block_size
+            cache: KVCache | None = None
+            for _ in range(int(max_new)):
+                if cache is not None:  # feed only the newest token; earlier ones are cached
+                    logits, cache = self(idx[:, -1:], cache)
+                else:
+                    logits, cache = self(idx[:, -bs:])
+                nxt = sample_next(
+                    logits[:, -1, :],
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    greedy=greedy,
+                    generator=generator,
+                )
+                idx = torch.cat([idx, nxt], dim=1)
+                if not use_cache or cache[0][0].shape[2] >= bs:
+                    cache = None  # no cache, or a full one: recompute the last block_size tokens
+        finally:
+            self.train(was)
         return idx
 
-    def generate_text(self, prompt: str, max_new_tokens: int, **kwargs) -> str:
-        """Encode ``prompt`` with the model's tokenizer, generate, decode the whole text."""
+    def generate_text(self, prompt: str, *, max_new: int, **kwargs: Any) -> str:
+        """Encode ``prompt`` with the model's tokenizer, :meth:`generate`, decode the whole
+        text."""
         tok = self.tokenizer
-        device = self.wte.weight.device
-        idx = tok.encode(prompt).to(device)[None]
-        return tok.decode(self.generate(idx, max_new_tokens, **kwargs)[0].cpu())
+        idx = tok.encode(prompt)[None]  # names an unknown character
+        return tok.decode(self.generate(idx, max_new=max_new, **kwargs)[0].cpu())
+
+
+def check_prompt_ids(prompt_ids: Tensor, vocab_size: int) -> None:
+    """Raise ``ValueError`` unless ``prompt_ids`` is a (B, T) integer tensor, T >= 1, whose
+    ids lie in ``[0, vocab_size)``: what every language model's ``generate`` takes."""
+    if not isinstance(prompt_ids, Tensor) or prompt_ids.is_floating_point() or prompt_ids.ndim != 2:
+        got = (
+            f"{prompt_ids.dtype} {tuple(prompt_ids.shape)}"
+            if isinstance(prompt_ids, Tensor)
+            else type(prompt_ids).__name__
+        )
+        raise ValueError(f"prompt_ids must be an integer tensor of shape (B, T), got {got}")
+    if prompt_ids.shape[1] < 1:
+        raise ValueError("prompt_ids must hold at least one token per row (T >= 1)")
+    low, high = int(prompt_ids.min()), int(prompt_ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise ValueError(f"prompt id {bad} is outside the vocabulary [0, {vocab_size})")
 
 
 def sample_next(

@@ -52,7 +52,7 @@ import fnmatch
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import atomic_write
+from ..config import Config, check_positive, check_range
 
 __all__ = [
     "Adapter",
@@ -82,7 +83,7 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 @dataclass
-class LoRAConfig:
+class LoRAConfig(Config):
     rank: int = 8  # r: the update BA has rank <= r; 4-16 is plenty for a small model
     alpha: float = 8.0  # the update is scaled by alpha / r. Hu et al. set alpha to the first r
     # they tried and kept it for other ranks, so as not to retune the learning rate; Kalajdzievski
@@ -93,25 +94,19 @@ class LoRAConfig:
     # adapted W_q and W_v only
     targets: tuple[str, ...] = ("qkv", "proj")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if isinstance(self.targets, str):  # tuple("qkv") would be ("q", "k", "v")
             self.targets = (self.targets,)
-        self.targets = tuple(self.targets)
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"rank must be an integer >= 1, got {self.rank!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0 (the scaling is alpha / rank), got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ValueError(f"LoRAConfig.rank must be an integer >= 1, got {self.rank!r}")
+        check_positive(self, "alpha", minimum=0, strict=True)  # the scaling is alpha / rank
+        check_range(self, "dropout", 0.0, 1.0)
         _check_targets(self.targets)
 
     @property
     def scaling(self) -> float:
         """The factor :math:`\\alpha / r` of the low-rank update."""
         return self.alpha / self.rank
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------

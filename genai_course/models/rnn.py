@@ -38,12 +38,13 @@ H hidden (``hidden``), V tokens (``len(vocab) + 1``), nl layers (``n_layer``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import Config, check_choice, check_positive, check_range
 from ..data import CharTokenizer
 from .gpt import sample_next
 
@@ -58,7 +59,7 @@ RNNState = Tensor | tuple[Tensor, Tensor]
 
 
 @dataclass
-class CharRNNConfig:
+class CharRNNConfig(Config):
     vocab: str  # the characters, in id order (ids are shifted by one: 0 is the boundary token)
     cell: str = "gru"  # rnn | lstm | gru
     n_embd: int = 32  # a few dozen dimensions hold ~90 characters (and the locale) easily
@@ -68,28 +69,20 @@ class CharRNNConfig:
     num_conditions: int = 0  # 0: unconditional; k: conditioned on one of k categories
     max_len: int = 24  # longest generated name, in characters (faker's names have <= 20)
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         if not isinstance(self.vocab, str) or not self.vocab:
             raise ValueError(f"vocab must be a non-empty str of characters, got {self.vocab!r}")
         if len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocab characters must be distinct")
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; known: {', '.join(CELLS)}")
-        for name in ("n_embd", "hidden", "n_layer", "max_len"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_conditions < 0:
-            raise ValueError(f"num_conditions must be >= 0, got {self.num_conditions}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_choice(self, "cell", CELLS)
+        check_positive(self, "n_embd", "hidden", "n_layer", "max_len")
+        check_positive(self, "num_conditions", minimum=0)
+        check_range(self, "dropout", 0.0, 1.0)
 
     @property
     def vocab_size(self) -> int:
         """Number of token ids: the characters plus the boundary token."""
         return len(self.vocab) + 1
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,8 +192,8 @@ class CharRNN(nn.Module):
             return None
         if condition is None:
             raise ValueError(
-                f"this model is conditioned on one of {k} categories: pass condition= "
-                f"(an int, or int64 ids of shape ({n},))"
+                f"this model is conditioned on one of {k} categories: pass one (labels= to "
+                f"sample, condition= elsewhere), an int or int64 ids of shape ({n},)"
             )
         if isinstance(condition, Tensor) and condition.is_floating_point():
             raise ValueError(f"condition must hold integer ids, got dtype {condition.dtype}")
@@ -317,8 +310,8 @@ class CharRNN(nn.Module):
     def sample(
         self,
         n: int,
-        condition: int | Sequence[int] | Tensor | None = None,
         *,
+        labels: int | Sequence[int] | Tensor | None = None,
         temperature: float = 1.0,
         greedy: bool = False,
         top_k: int | None = None,
@@ -329,15 +322,16 @@ class CharRNN(nn.Module):
 
         Each step draws the next token from :math:`\\mathrm{softmax}(\\ell / \\tau)`, with
         :math:`\\ell` the logits and :math:`\\tau` the ``temperature`` (below 1 sharper, above 1
-        flatter), optionally restricted by ``top_k``/``top_p`` as in :meth:`~genai_course.models.gpt.GPT.generate`;
-        ``greedy`` takes the most likely token. ``condition`` is one int for all names or
-        int64 (n,). ``generator`` must live on the model's device. Runs in eval mode.
+        flatter), optionally restricted by ``top_k``/``top_p`` as in
+        :meth:`~genai_course.models.gpt.GPT.generate`; ``greedy`` takes the most likely token.
+        ``labels`` (the condition, e.g. a locale) is one int for all names or int64 (n,).
+        ``generator`` must live on the model's device. Runs in eval mode.
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if temperature <= 0 and not greedy:
             raise ValueError(f"temperature must be > 0 (or use greedy=True), got {temperature}")
-        cond = self._condition(condition, n)
+        cond = self._condition(labels, n)
         max_len = self.config.max_len
         was = self.training
         self.eval()

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from ..data import check_values
+from ..checks import check_values
+from ..config import Config, check_positive
 from .unet import UNet, UNetConfig
 
 __all__ = ["TextConditionedUNet", "TextEncoder", "TextEncoderConfig", "WordTokenizer"]
@@ -103,7 +104,7 @@ class WordTokenizer:
 
 
 @dataclass
-class TextEncoderConfig:
+class TextEncoderConfig(Config):
     """What a :class:`TextEncoder` is built from; JSON-serialisable."""
 
     vocabulary: tuple[str, ...] = field(default_factory=tuple)  # the words, in id order
@@ -113,17 +114,11 @@ class TextEncoderConfig:
     heads: int = 4  # attention heads; must divide width
     out_dim: int = 64  # D: the prompt vector, the U-Net's cond_dim
 
-    def __post_init__(self) -> None:
-        self.vocabulary = tuple(self.vocabulary)
+    def validate(self) -> None:
         WordTokenizer(self.vocabulary, self.max_words)  # validates the words
-        for name in ("width", "layers", "heads", "out_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_positive(self, "width", "layers", "heads", "out_dim")
         if self.width % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TextEncoder(nn.Module):
@@ -184,7 +179,7 @@ class TextEncoder(nn.Module):
 
 
 @dataclass
-class TextUNetConfig:
+class TextUNetConfig(Config):
     """The two configs of a :class:`TextConditionedUNet`, with what
     :class:`~genai_course.models.diffusion.Diffusion` reads from a network's config: it takes
     no class labels, and its ``cond`` is (B, ``max_words``) token ids."""

@@ -30,19 +30,20 @@ Shapes: B batch, C image channels, H and W divisible by :math:`2^{L-1}` for L le
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import check_values
+from ..checks import check_values
+from ..config import Config, check_positive, check_range
 
 __all__ = ["UNet", "UNetConfig", "timestep_embedding"]
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(Config):
     """What a :class:`UNet` is built from; JSON-serialisable, so checkpoints can rebuild it."""
 
     channels: int = 1  # image channels in and out
@@ -59,12 +60,8 @@ class UNetConfig:
     num_classes: int = 0  # K > 0: class-conditional, with index K meaning "no label"
     cond_dim: int = 0  # D > 0: also conditioned on a (B, D) vector, e.g. a text embedding
 
-    def __post_init__(self) -> None:
-        self.channel_mults = tuple(int(m) for m in self.channel_mults)
-        self.attention_levels = tuple(int(i) for i in self.attention_levels)
-        for name in ("channels", "base_width", "blocks_per_level", "attention_heads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    def validate(self) -> None:
+        check_positive(self, "channels", "base_width", "blocks_per_level", "attention_heads")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(
                 f"channel_mults must be one or more positive ints, got {self.channel_mults}"
@@ -88,14 +85,10 @@ class UNetConfig:
                 f"attention_heads={self.attention_heads} must divide the width of every level "
                 f"with attention, got widths {attended}"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_range(self, "dropout", 0.0, 1.0)
         if self.emb_dim is not None and (self.emb_dim < 2 or self.emb_dim % 2):
             raise ValueError(f"emb_dim must be an even int >= 2 (or None), got {self.emb_dim}")
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0: no labels), got {self.num_classes}")
-        if self.cond_dim < 0:
-            raise ValueError(f"cond_dim must be >= 0 (0: no vector), got {self.cond_dim}")
+        check_positive(self, "num_classes", "cond_dim", minimum=0)  # 0: no labels, no vector
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -116,9 +109,6 @@ class UNetConfig:
     def null_class(self) -> int:
         """The label index that means "no label" (``num_classes``)."""
         return self.num_classes
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------

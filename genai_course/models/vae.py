@@ -64,13 +64,14 @@ K ``num_classes``.  Log-likelihoods and KLs are in nats, summed over pixels or l
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import check_image_batch, check_values
+from ..checks import check_image_batch, check_values
+from ..config import Config, check_choice, check_positive
 
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -78,7 +79,7 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(Config):
     """What a :class:`VAE` is built from; JSON-serialisable, so checkpoints can rebuild it."""
 
     arch: str = "mlp"  # mlp | conv
@@ -92,17 +93,10 @@ class VAEConfig:
     num_classes: int = 0  # 0: unconditional; K > 0: encoder and decoder see a one-hot label
     gaussian_std: float = 0.1  # fixed std of the Gaussian decoder, in pixel units of [0, 1]
 
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; known: {', '.join(ARCHS)}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}"
-            )
-        for name in ("image_size", "channels", "latent_dim", "hidden"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        self.conv_channels = tuple(int(c) for c in self.conv_channels)
+    def validate(self) -> None:
+        check_choice(self, "arch", ARCHS)
+        check_choice(self, "likelihood", LIKELIHOODS)
+        check_positive(self, "image_size", "channels", "latent_dim", "hidden")
         if len(self.conv_channels) != 2 or min(self.conv_channels) < 1:
             raise ValueError(f"conv_channels must be two positive ints, got {self.conv_channels}")
         if self.arch == "conv" and self.image_size % 4:
@@ -110,15 +104,8 @@ class VAEConfig:
                 f"the conv arch halves the image twice, so image_size must be divisible by 4, "
                 f"got {self.image_size}"
             )
-        if self.num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0 (0: unconditional), got {self.num_classes}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if self.gaussian_std <= 0:
-            raise ValueError(f"gaussian_std must be > 0, got {self.gaussian_std}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        check_positive(self, "num_classes", "beta", minimum=0)  # 0: unconditional, no KL term
+        check_positive(self, "gaussian_std", minimum=0, strict=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -432,17 +419,21 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, y: Tensor | int | None = None, generator: torch.Generator | None = None
+        self,
+        n: int,
+        *,
+        labels: Tensor | int | None = None,
+        generator: torch.Generator | None = None,
     ) -> Tensor:
         """``n`` images (n, C, H, W) in [0, 1]: :math:`z \\sim \\mathcal N(0, I)`, then the
         decoder's *mean* :math:`\\mathbb E[x \\mid z]` (for a Bernoulli decoder the pixel
         probabilities, which look far better than a binary draw).  A conditional model needs
-        ``y``: one label for all, or (n,) labels."""
+        ``labels``: one label for all, or (n,) labels."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         like = next(self.parameters())
         z = _standard_normal((n, self.config.latent_dim), like, generator)
-        return self.mean_image(self.decode(z, y))
+        return self.mean_image(self.decode(z, labels))
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, y: Tensor | int | None = None) -> Tensor:

@@ -67,21 +67,22 @@ grid, K ``num_codes``, T = h*w codes per image.  Losses in nats.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data import check_image_batch, check_values
+from ..checks import check_image_batch, check_values
+from ..config import Config, check_choice, check_positive, check_range
 from .gpt import GPT, GPTConfig
 
 LIKELIHOODS = ("bernoulli", "mse")
 
 
 @dataclass
-class VQVAEConfig:
+class VQVAEConfig(Config):
     """What a :class:`VQVAE` is built from; JSON-serialisable, so checkpoints can rebuild it."""
 
     image_size: int = 28  # H = W; two stride-2 convs halve it twice, so divisible by 4
@@ -96,36 +97,24 @@ class VQVAEConfig:
     dead_after: int = 100  # training steps without a use before a code counts as dead
     likelihood: str = "bernoulli"  # bernoulli: decoder gives logits; mse: pixel values
 
-    def __post_init__(self) -> None:
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(
-                f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}"
-            )
-        for name in ("image_size", "channels", "embed_dim", "dead_after"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_codes < 2:
-            raise ValueError(f"num_codes must be >= 2, got {self.num_codes}")
+    def validate(self) -> None:
+        check_choice(self, "likelihood", LIKELIHOODS)
+        check_positive(self, "image_size", "channels", "embed_dim", "dead_after")
+        check_positive(self, "num_codes", minimum=2)
         if self.image_size % 4:
             raise ValueError(
                 f"two stride-2 stages halve the image twice, so image_size must be divisible "
                 f"by 4, got {self.image_size}"
             )
-        self.hidden = tuple(int(c) for c in self.hidden)
         if len(self.hidden) != 2 or min(self.hidden) < 1:
-            raise ValueError(f"hidden must be two positive ints, got {self.hidden}")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+            raise ValueError(f"VQVAEConfig.hidden must be two positive ints, got {self.hidden}")
+        check_positive(self, "beta", minimum=0)
+        check_range(self, "ema_decay", 0.0, 1.0, closed="neither")
 
     @property
     def grid(self) -> int:
         """h = w, the side of the code grid."""
         return self.image_size // 4
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -566,7 +555,7 @@ def encode_dataset(vqvae: VQVAE, x: Tensor, batch_size: int = 500) -> Tensor:
 
 
 @dataclass
-class CodePriorConfig:
+class CodePriorConfig(Config):
     """What a :class:`CodePrior` is built from; JSON-serialisable."""
 
     num_codes: int = 64  # K of the VQ-VAE whose grids it models
@@ -576,17 +565,11 @@ class CodePriorConfig:
     n_embd: int = 128  # must be divisible by n_head
     dropout: float = 0.1  # ~4,000 grids of 49 codes overfit a 4-layer GPT quickly
 
-    def __post_init__(self) -> None:
-        for name in ("num_codes", "grid", "n_layer", "n_head", "n_embd"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    def validate(self) -> None:
+        check_positive(self, "num_codes", "grid", "n_layer", "n_head", "n_embd")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        check_range(self, "dropout", 0.0, 1.0)
 
 
 class _StartMaskedGPT(GPT):
@@ -647,6 +630,7 @@ class CodePrior(nn.Module):
     def sample(
         self,
         n: int,
+        *,
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
@@ -661,9 +645,47 @@ class CodePrior(nn.Module):
             return torch.zeros(0, g, g, dtype=torch.long, device=device)
         start = torch.full((n, 1), self.start_id, dtype=torch.long, device=device)
         seq = self.gpt.generate(
-            start, g * g, temperature=temperature, top_k=top_k, generator=generator
+            start, max_new=g * g, temperature=temperature, top_k=top_k, generator=generator
         )
         return sequence_to_codes(seq[:, 1:], g, g)
+
+
+class VQVAEGenerator(nn.Module):
+    """A VQ-VAE and a prior over its code grids as one generator: the sampling protocol
+    ``sample(n, *, labels=None, generator=None, ...)`` of every course generator.
+
+    A grid of codes is drawn from the prior (:meth:`CodePrior.sample`), then decoded to pixels
+    by the VQ-VAE's decoder (:meth:`VQVAE.decode_codes`).
+    """
+
+    def __init__(self, vqvae: VQVAE, prior: CodePrior):
+        super().__init__()
+        if (
+            prior.config.num_codes != vqvae.config.num_codes
+            or prior.config.grid != vqvae.config.grid
+        ):
+            raise ValueError(
+                f"the prior models {prior.config.grid}x{prior.config.grid} grids of "
+                f"{prior.config.num_codes} codes, the VQ-VAE has {vqvae.config.grid}x"
+                f"{vqvae.config.grid} grids of {vqvae.config.num_codes}"
+            )
+        self.vqvae, self.prior = vqvae, prior
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        labels: None = None,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+    ) -> Tensor:
+        """``n`` images (n, C, H, W) in [0, 1]; the model is unconditional (``labels=None``)."""
+        if labels is not None:
+            raise ValueError("a VQ-VAE with its code prior is unconditional: pass labels=None")
+        codes = self.prior.sample(n, temperature=temperature, top_k=top_k, generator=generator)
+        return self.vqvae.decode_codes(codes)
 
 
 __all__ = [
@@ -672,6 +694,7 @@ __all__ = [
     "CodePriorConfig",
     "VQVAE",
     "VQVAEConfig",
+    "VQVAEGenerator",
     "VectorQuantizer",
     "code_histogram",
     "code_perplexity",

@@ -9,6 +9,7 @@ safetensors files hold raw tensors and a JSON header: loading them executes no c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write, sha256_file
+from ..config import Config
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
@@ -50,16 +52,16 @@ def _model_class(path: str) -> type[nn.Module]:
 
 
 def _config_from(cls: type[nn.Module], config: dict[str, Any]):
-    """Rebuild the model's config dataclass from JSON; its type comes from the annotation of
-    the constructor's ``config`` argument (building a default model to ask would cost time and
-    draw from the global random-number generator)."""
+    """Rebuild the model's :class:`~genai_course.config.Config` from JSON; its type comes from
+    the annotation of the constructor's ``config`` argument (building a default model to ask
+    would cost time and draw from the global random-number generator)."""
     hint = typing.get_type_hints(cls.__init__).get("config")
     config_cls = next(
         (a for a in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(a)), None
     )
-    if config_cls is None:
-        raise PretrainedError(f"{cls.__name__}.__init__ has no dataclass-typed config argument")
-    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+    if config_cls is None or not issubclass(config_cls, Config):
+        raise PretrainedError(f"{cls.__name__}.__init__ has no Config-typed config argument")
+    return config_cls.from_dict(config)  # lists back to tuples, sub-configs rebuilt
 
 
 def _entry(name: str, folder: str | Path) -> dict[str, Any]:
@@ -125,15 +127,17 @@ def save_pretrained(
 ) -> dict[str, Any]:
     """Write ``model`` as ``folder/name.safetensors`` and add its entry to ``folder/manifest.json``.
 
-    The model must have a ``config`` dataclass with ``to_dict()``; both writes are atomic.
+    The model must have a ``config`` dataclass with ``to_dict()``; both writes are atomic. The
+    model itself is left on its device (the weights are written from a CPU copy).
     """
     from safetensors.torch import save_model
 
     folder = Path(folder)
     file = f"{name}.safetensors"
-    model = model.cpu()
-    # save_model stores a tensor shared by two names (tied weights) once
-    atomic_write(folder / file, lambda tmp: save_model(model, tmp))
+    # a CPU copy, so the caller's model stays where it is (on the GPU, say); deepcopy keeps
+    # tied weights tied, and save_model stores a tensor shared by two names once
+    cpu_model = copy.deepcopy(model).cpu()
+    atomic_write(folder / file, lambda tmp: save_model(cpu_model, tmp))
     entry = {
         "file": file,
         "sha256": sha256_file(folder / file),

@@ -1,4 +1,4 @@
-"""Chapter 01's mixture and chapter 02's classifier."""
+"""Chapter 01's Gaussian mixture (genai_course.models.gmm) and its closed-form Gaussian KL."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from genai_course.models import ClassifierConfig, DigitClassifier, GaussianMixture, gaussian_kl
+from genai_course.models import GaussianMixture, gaussian_kl
 from genai_course.models.gmm import GMMConfig
 
 
@@ -46,7 +46,7 @@ def test_gmm_density_integrates_to_one():
 
 def test_gmm_samples_have_the_mixture_moments():
     model = _gmm()
-    x, k = model.sample(200_000, generator=torch.Generator().manual_seed(1))
+    x, k = model.sample_with_components(200_000, generator=torch.Generator().manual_seed(1))
     w, mu, cov = model.weights.detach(), model.means.detach(), model.covariances.detach()
     mean = (w[:, None] * mu).sum(0)
     second = (w[:, None, None] * (cov + mu[:, :, None] * mu[:, None, :])).sum(0)
@@ -89,15 +89,3 @@ def test_gmm_nll_is_minimised_by_gradient_descent():
     t.fit()
     assert t.history.last("val_loss") < before - 1.0
     assert math.isfinite(t.history.last("val_loss"))
-
-
-def test_classifier_shapes_features_and_bad_input():
-    clf = DigitClassifier(ClassifierConfig(hidden=64))
-    x = torch.rand(5, 1, 28, 28)
-    assert clf(x).shape == (5, 10)
-    assert clf.features(x).shape == (5, 64)
-    assert clf.predict(x).dtype == torch.int64
-    with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
-        clf(torch.rand(5, 28, 28))
-    with pytest.raises(ValueError, match="float pixels"):
-        clf(torch.zeros(5, 1, 28, 28, dtype=torch.uint8))
