@@ -27,6 +27,17 @@ from torch import Tensor, nn
 from . import metrics as M
 from .captions import prompt
 from .data import load_mnist
+
+# the figures each recipe records in the manifest live in their own module (re-exported)
+from .evaluation import (
+    conditional_sample_accuracy,
+    diffusion_sample_metrics,
+    folk_tune_metrics,
+    gan_sample_metrics,
+    heldout_reference,
+    robustness_metrics,
+    text_diffusion_metrics,
+)
 from .models.vqvae import VQVAEGenerator
 
 __all__ = [
@@ -39,16 +50,23 @@ __all__ = [
     "EvaluationReference",
     "GeneratorSpec",
     "balanced_labels",
+    "conditional_sample_accuracy",
+    "diffusion_sample_metrics",
     "evaluate_images",
     "evaluation_reference",
     "evaluation_table",
+    "folk_tune_metrics",
+    "gan_sample_metrics",
     "heldout_nll",
+    "heldout_reference",
     "load_generator",
+    "robustness_metrics",
     "sample_digits",
     "sample_points",
     "sample_text",
     "sampleable",
     "table_markdown",
+    "text_diffusion_metrics",
 ]
 
 NUM_CLASSES = 10

@@ -51,6 +51,7 @@ __all__ = [
     "split_tunes",
     "generate_tunes",
     "header_in_context_share",
+    "tune_windows",
     "tunes_corpus",
     "synthesize",
     "tokenize_body",
@@ -498,6 +499,20 @@ def tunes_corpus(tunes: Sequence[str], vocab: str | None = None) -> str:
     character outside ``vocab`` (if given) folded to one inside (:func:`data.fold_to_vocab`)."""
     text = "\n".join(tunes) + "\n"
     return data.fold_to_vocab(text, vocab) if vocab is not None else text
+
+
+def tune_windows(
+    tok: data.CharTokenizer, block_size: int, batch_size: int, seed: int = 0
+) -> dict[str, data.TokenWindows]:
+    """Split -> windows of the cleaned tunes (:func:`load_tunes`) encoded with ``tok``, the
+    training stream of the tune GPT (:func:`~genai_course.data.char_windows`)."""
+    return data.char_windows(
+        tok,
+        lambda split: tunes_corpus(load_tunes(split), tok.vocab),
+        block_size,
+        batch_size,
+        seed,
+    )
 
 
 def header_in_context_share(tunes: Sequence[str], block_size: int) -> float:

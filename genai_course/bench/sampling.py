@@ -36,9 +36,11 @@ def bench_sampling(
     (speed does not depend on training).  Generation is greedy from ``prompt`` (batch 1),
     and ``cache_matches`` says whether the cached and uncached runs produced the same text.
     """
-    from ..models.diffusion import Diffusion, DiffusionConfig
-    from ..models.gpt import GPT, GPTConfig
-    from ..models.unet import UNet, UNetConfig
+    from dataclasses import replace
+
+    from ..models.diffusion import Diffusion
+    from ..models.gpt import GPT
+    from ..models.unet import UNet
     from ..pretrained import load_pretrained
     from ..recipes import diffusion_settings, gpt_pydocs_settings
 
@@ -50,9 +52,10 @@ def bench_sampling(
     else:
         torch.manual_seed(seed)
         st = diffusion_settings(profile)
-        diff_cfg = DiffusionConfig(**{**st["diffusion"], "timesteps": timesteps})
-        diffusion = Diffusion(UNet(UNetConfig(**st["unet"])), diff_cfg).to(dev).eval()
-        gpt = GPT(GPTConfig(vocab_size=GPT_VOCAB, **gpt_pydocs_settings(profile)[0])).to(dev)
+        diff_cfg = replace(st.diffusion, timesteps=timesteps)
+        diffusion = Diffusion(UNet(st.unet), diff_cfg).to(dev).eval()
+        gpt_cfg = replace(gpt_pydocs_settings(profile).model, vocab_size=GPT_VOCAB)
+        gpt = GPT(gpt_cfg).to(dev)
     out = header(
         "sampling",
         dev,

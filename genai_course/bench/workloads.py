@@ -54,19 +54,21 @@ def course_workload(name: str, profile: str = "cpu", seed: int = 0) -> Workload:
     ``profile`` (:func:`~genai_course.recipes.diffusion_settings`,
     :func:`~genai_course.recipes.gpt_pydocs_settings`).  Inputs are random: the time of a step
     does not depend on the values."""
-    from ..models.diffusion import Diffusion, DiffusionConfig
+    from dataclasses import replace
+
+    from ..models.diffusion import Diffusion
     from ..models.gpt import GPT, GPTConfig
-    from ..models.unet import UNet, UNetConfig
+    from ..models.unet import UNet
     from ..recipes import diffusion_settings, gpt_pydocs_settings
 
     if name == "unet":
         st = diffusion_settings(profile)
-        unet_cfg = UNetConfig(**st["unet"])
+        unet_cfg = st.unet
 
         def build_unet() -> nn.Module:
             with torch.random.fork_rng(devices=[]):  # the caller's generator stays untouched
                 torch.manual_seed(seed)
-                return Diffusion(UNet(unet_cfg), DiffusionConfig(**st["diffusion"]))
+                return Diffusion(UNet(unet_cfg), st.diffusion)
 
         def unet_batch(b: int, device: torch.device) -> tuple[Tensor, Tensor]:
             g = torch.Generator().manual_seed(seed)
@@ -81,12 +83,12 @@ def course_workload(name: str, profile: str = "cpu", seed: int = 0) -> Workload:
             unit="images",
             units_per_example=1,
             conv=True,
-            default_batch=st["train"]["batch_size"],
+            default_batch=st.train.batch_size,
             config=unet_cfg.to_dict(),
         )
     if name == "gpt":
-        model_kw, train_kw = gpt_pydocs_settings(profile)
-        gpt_cfg = GPTConfig(vocab_size=GPT_VOCAB, **model_kw)
+        gst = gpt_pydocs_settings(profile)
+        gpt_cfg = replace(gst.model, vocab_size=GPT_VOCAB)
         t = gpt_cfg.block_size
 
         def build_gpt() -> nn.Module:
@@ -109,7 +111,7 @@ def course_workload(name: str, profile: str = "cpu", seed: int = 0) -> Workload:
             unit="tokens",
             units_per_example=t,
             conv=False,
-            default_batch=train_kw["batch_size"],
+            default_batch=gst.train.batch_size,
             config={k: v for k, v in gpt_cfg.to_dict().items() if k != "vocab"},
             flops_per_example=per_token * t,
         )
