@@ -167,7 +167,8 @@ def test_trainer_refuses_validation_data_it_cannot_iterate_naming_eval_batches()
 
 def test_a_stream_without_shard_is_refused_under_data_parallel_training(monkeypatch):
     # Pretend to be rank 0 of 2 without a process group: the check comes before any collective.
-    monkeypatch.setattr(train, "distributed_env", lambda: (0, 0, 2))
-    monkeypatch.setattr(train, "_init_distributed", lambda device: None)
+    # Patched where the Trainer looks them up: the module of the loop, not the package.
+    monkeypatch.setattr(train.trainer, "distributed_env", lambda: (0, 0, 2))
+    monkeypatch.setattr(train.trainer, "_init_distributed", lambda device: None)
     with pytest.raises(TypeError, match=r"under DDP.*ShardableStream.*lacks shard\(\)"):
         Trainer(nn.Linear(3, 1), _CountingStream(), _cfg(), loss_fn=_mse)

@@ -1,36 +1,13 @@
-"""The training core: a model-agnostic :class:`Trainer`.
-
-Nothing in this file knows about any model.  A model supplies its loss for a batch, as a
-function ``loss_fn(model, batch) -> loss`` (or ``(loss, {"name": value, ...})``); by default
-the Trainer calls ``model.loss(batch)``.  Everything else is the Trainer's job:
-
-- the device (cuda, mps, cpu) and the precision (``fp32``, ``bf16`` or ``fp16`` autocast, with
-  a gradient scaler for fp16), optional ``torch.compile``, fused AdamW on CUDA;
-- gradient clipping and accumulation, learning-rate warm-up and cosine/linear decay,
-  an exponential moving average (EMA) of the weights, early stopping on a validation metric;
-- several objectives, each with its own optimiser (a GAN's discriminator and generator), run
-  in turn, each any number of times per step;
-- a history of metrics, ``tqdm`` progress bars (widgets in Jupyter), callbacks;
-- checkpoints that hold everything needed to resume exactly (model, optimisers, schedulers,
-  scalers, EMA, step, data position and every random-number generator), written atomically and
-  read without executing pickled code;
-- a guard that stops on a non-finite loss and names the step;
-- multi-process data parallel training when launched by ``torchrun`` (DDP; rank-sharded
-  batches; checkpoints written by rank 0 only).
-
-Datasets that fit in memory take the fast path: :class:`TensorLoader` slices batches from
-tensors already on the device, with no DataLoader, worker processes or host-to-device copies.
-"""
+"""The training loop: :class:`Trainer`, which knows nothing about any model, and the
+:class:`NonFiniteLossError` it stops with."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +17,22 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .budget import auto_precision, resolve_device
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, check_choice, check_positive, check_range
-from .data.streams import (
-    EvalData,
-    MovableStream,
-    ShardableStream,
-    TensorLoader,
-    TrainingStream,
-    missing_methods,
-    require_protocol,
+from ..budget import auto_precision, resolve_device
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data.streams import EvalData, MovableStream, ShardableStream, require_protocol
+from .batches import (
+    _as_stream,
+    _batch_len,
+    _check_eval_data,
+    _eval_batches,
+    _IterableStream,
+    move_to,
 )
+from .config import LossFn, LossOutput, Objective, TrainConfig, decay_param_groups, lr_factor
+from .distributed import _init_distributed, distributed_env
+from .history import Callback, History
 
 CHECKPOINT_FORMAT = "genai-course-trainer/1"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "linear")
-
-LossOutput = Tensor | tuple[Tensor, dict[str, Tensor | float]]
-LossFn = Callable[[nn.Module, Any], LossOutput]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -72,341 +45,6 @@ class NonFiniteLossError(FloatingPointError):
             "The last checkpoint on disk (if any) is from before this step. "
             "Try a lower learning rate, gradient clipping, or fp32 precision."
         )
-
-
-# ----------------------------------------------------------------------------------------------
-# configuration
-
-
-@dataclass
-class TrainConfig(Config):
-    """Everything about *how* to train; the model and data are given to the :class:`Trainer`."""
-
-    steps: int = 1000  # optimiser steps; the schedule spans them
-    batch_size: int = 64  # per process; one optimiser step sees batch_size*accumulate*world_size
-    lr: float = 1e-3
-    optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop
-    weight_decay: float = 0.0  # decoupled for adamw, L2 in the loss gradient for the others
-    # which parameters weight decay applies to (see decay_param_groups): "matrices" spares
-    # biases and norm gains (every 1-D parameter), as nanoGPT and Hugging Face do; "all" decays
-    # every parameter, the rule of the checkpoints shipped before the rule existed
-    decay_rule: str = "matrices"
-    decay_embeddings: bool = True  # with "matrices": embedding tables are decayed too (nanoGPT)
-    betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
-    momentum: float = 0.9  # sgd and rmsprop
-    schedule: str = "constant"  # constant | cosine | linear, after warm-up
-    warmup_steps: int = 0  # linear warm-up from 0 to lr
-    min_lr_ratio: float = 0.0  # where cosine/linear decay ends, as a fraction of lr
-    grad_clip: float | None = None  # max global grad norm, per objective
-    accumulate: int = 1  # micro-batches per optimiser step
-    precision: str = "auto"  # auto: bf16 on CUDA when supported, else fp32
-    compile: bool = False  # torch.compile the loss computation
-    ema_decay: float | None = None  # e.g. 0.999; None: no EMA
-    ema_of: str | None = None  # submodule to average (e.g. "generator"); None: the whole model
-    eval_every: int = 0  # steps between validations; 0: only at the end
-    eval_batches: int | None = None  # cap on validation batches; None: the whole split
-    monitor: str = "val_loss"  # metric that early stopping and "best" watch
-    mode: str = "min"  # min | max
-    patience: int | None = None  # evaluations without improvement before stopping
-    min_delta: float = 0.0  # an improvement must beat the best by this much
-    restore_best: bool = False  # load the best weights (by monitor) when training ends
-    checkpoint_dir: str | None = None  # where last.pt goes; None: no checkpoints
-    checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end
-    log_every: int = 10  # steps between history records (and loss finiteness checks)
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True  # tqdm progress bar (a widget in Jupyter)
-    shuffle: bool = True
-
-    def validate(self) -> None:
-        check_choice(self, "precision", PRECISIONS)
-        check_choice(self, "optimizer", OPTIMIZERS)
-        check_choice(self, "schedule", SCHEDULES)
-        check_choice(self, "mode", ("min", "max"))
-        check_choice(self, "decay_rule", DECAY_RULES)
-        check_positive(self, "steps", "batch_size", "accumulate", "log_every")
-        check_positive(self, "lr", minimum=0, strict=True)
-        check_positive(self, "weight_decay", minimum=0)
-        if self.ema_decay is not None:
-            check_range(self, "ema_decay", 0.0, 1.0, closed="neither")
-
-
-DECAY_RULES = ("matrices", "all")
-
-
-def decay_param_groups(
-    module: nn.Module,
-    params: Sequence[nn.Parameter],
-    weight_decay: float,
-    rule: str = "matrices",
-    *,
-    decay_embeddings: bool = True,
-) -> list[dict[str, Any]]:
-    """Optimiser parameter groups that apply ``weight_decay`` where it belongs.
-
-    Decay pulls a weight matrix towards small norm, a prior that suits the matrices of linear
-    and convolutional layers. A bias or a LayerNorm/BatchNorm gain is a per-channel offset or
-    scale: shrinking a gain towards 0 (rather than towards its neutral value 1) only fights the
-    normalisation, so ``rule="matrices"`` gives every parameter with fewer than 2 dimensions no
-    decay, as nanoGPT, minGPT and the Hugging Face trainers do. Embedding tables are matrices;
-    ``decay_embeddings=False`` spares them too (minGPT's choice). ``rule="all"`` decays
-    everything (one group), the behaviour of checkpoints trained before the rule.
-
-    Args:
-        module: the module that owns ``params`` (for the names of embedding tables).
-        params: the parameters the optimiser will update.
-        weight_decay: the decay coefficient of the decayed group.
-        rule: ``"matrices"`` or ``"all"``.
-    Returns:
-        ``[{"params": ..., "weight_decay": ...}, ...]``: one group when nothing is spared or the
-        decay is 0 (so the optimiser state looks as it did before), else a decayed group and an
-        undecayed one.
-    """
-    check_choice("decay", "rule", DECAY_RULES, value=rule)
-    params = list(params)
-    if rule == "all" or weight_decay == 0:
-        return [{"params": params, "weight_decay": weight_decay}]
-    embeddings = {
-        id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
-    }
-    spared = [p for p in params if p.ndim < 2 or (not decay_embeddings and id(p) in embeddings)]
-    spared_ids = {id(p) for p in spared}
-    decayed = [p for p in params if id(p) not in spared_ids]
-    groups = [{"params": decayed, "weight_decay": weight_decay}]
-    if spared:
-        groups.append({"params": spared, "weight_decay": 0.0})
-    return groups
-
-
-@dataclass
-class Objective:
-    """One loss and the optimiser that minimises it.
-
-    A plain model has one objective.  A GAN has two: the discriminator's loss updates only the
-    discriminator's parameters and the generator's loss only the generator's.  While an
-    objective runs, the parameters it does not own have ``requires_grad`` switched off, so no
-    gradient is computed for them at all.
-    """
-
-    name: str
-    loss_fn: LossFn
-    module: str | None = None  # dotted name of the submodule it updates; None: the whole model
-    repeats: int = 1  # optimiser steps per Trainer step (e.g. n_critic = 5 for WGAN)
-    lr: float | None = None  # overrides TrainConfig.lr
-    betas: tuple[float, float] | None = None  # overrides TrainConfig.betas
-    weight_decay: float | None = None  # overrides TrainConfig.weight_decay
-
-
-def lr_factor(
-    step: int, *, total: int, warmup: int = 0, schedule: str = "constant", min_ratio: float = 0.0
-) -> float:
-    """Learning-rate multiplier after ``step`` optimiser steps.
-
-    Linear warm-up :math:`s/w` for :math:`s < w`, then, with progress
-    :math:`p = (s - w)/(T - w) \\in [0, 1]`,
-    constant: 1; linear: :math:`1 - (1 - r)p`; cosine: :math:`r + (1 - r)(1 + \\cos \\pi p)/2`,
-    where :math:`r` is ``min_ratio``.
-    """
-    check_choice("lr_factor", "schedule", SCHEDULES, value=schedule)
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
-    if schedule == "linear":
-        return 1.0 - (1.0 - min_ratio) * progress
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-# ----------------------------------------------------------------------------------------------
-# data: any iterable as a stream (TensorLoader and the stream contract live in data.streams)
-
-
-class _IterableStream:
-    """An endless stream over any re-iterable (e.g. a DataLoader), restarting it each epoch.
-
-    Resuming does not reproduce the exact batch order of an arbitrary iterable; use
-    :class:`TensorLoader` (or a seeded sampler) when that matters.
-    """
-
-    def __init__(self, data: Iterable):
-        self.data = data
-        self._it: Iterator | None = None
-        self.epoch = 0
-
-    def next_batch(self) -> Any:
-        if self._it is None:
-            self._it = iter(self.data)
-        try:
-            return next(self._it)
-        except StopIteration:
-            self.epoch += 1
-            self._it = iter(self.data)
-            try:
-                return next(self._it)
-            except StopIteration:
-                raise ValueError("the training data yielded no batch") from None
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch = int(state.get("epoch", 0))
-
-
-def _as_stream(data: Any, batch_size: int, shuffle: bool, seed: int) -> TrainingStream:
-    """The training data as a :class:`~genai_course.data.TrainingStream` (``next_batch()``,
-    ``state_dict()``, ``load_state_dict()``; optionally ``to(device)`` and ``shard(rank,
-    world_size)``), such as :class:`TensorLoader` or :class:`genai_course.data.TokenWindows`;
-    tensors are wrapped in a TensorLoader and other iterables restart at each epoch."""
-    if isinstance(data, TrainingStream):
-        return data
-    if isinstance(data, Tensor):
-        return TensorLoader(data, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
-        return TensorLoader(*data, batch_size=batch_size, shuffle=shuffle, seed=seed)
-    missing = missing_methods(data, TrainingStream)
-    if "next_batch" in missing and isinstance(data, Iterable):
-        return _IterableStream(data)  # an iterable of batches, e.g. a DataLoader
-    if missing == ["next_batch", "state_dict", "load_state_dict"]:
-        raise TypeError(
-            f"training data must be a Tensor, a tuple of Tensors, a TrainingStream "
-            f"(TensorLoader, TokenWindows) or an iterable of batches, got {type(data).__name__}"
-        )
-    # Some of a stream's methods but not all: say which are missing.
-    return require_protocol(data, TrainingStream, role="training data")
-
-
-def _check_eval_data(data: Any) -> None:
-    """Raise a ``TypeError`` unless ``data`` is something :func:`_eval_batches` can iterate."""
-    if isinstance(data, (Tensor, tuple, EvalData, Iterable)):
-        return
-    require_protocol(
-        data, EvalData, role="validation data", hint="; or give tensors or an iterable of batches"
-    )
-
-
-def _eval_batches(data: Any, batch_size: int) -> Iterable:
-    """Every batch of validation ``data`` once, in order: an :class:`EvalData`'s
-    ``eval_batches()``, tensors in slices of ``batch_size``, or the iterable itself."""
-    _check_eval_data(data)
-    if isinstance(data, EvalData):
-        return data.eval_batches()
-    if isinstance(data, Tensor):
-        return TensorLoader(data, batch_size=batch_size, shuffle=False, drop_last=False)
-    if isinstance(data, tuple) and data and all(isinstance(t, Tensor) for t in data):
-        return TensorLoader(*data, batch_size=batch_size, shuffle=False, drop_last=False)
-    return data
-
-
-def move_to(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) batch to ``device``; tensors already there are untouched."""
-    if isinstance(batch, Tensor):
-        return batch if batch.device == device else batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: move_to(v, device) for k, v in batch.items()}
-    return batch
-
-
-# ----------------------------------------------------------------------------------------------
-# history and callbacks
-
-
-class History:
-    """Metrics recorded during training: a list of ``{"step": s, name: value, ...}`` rows."""
-
-    def __init__(self, records: list[dict[str, float]] | None = None):
-        self.records: list[dict[str, float]] = list(records or [])
-
-    def append(self, step: int, **values: float) -> None:
-        self.records.append({"step": step, **{k: float(v) for k, v in values.items()}})
-
-    def keys(self) -> list[str]:
-        seen: dict[str, None] = {}
-        for r in self.records:
-            seen.update(dict.fromkeys(k for k in r if k != "step"))
-        return list(seen)
-
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """The steps at which ``key`` was recorded and its values."""
-        if key not in self.keys():
-            raise KeyError(f"no metric {key!r} in the history; recorded: {self.keys()}")
-        rows = [r for r in self.records if key in r]
-        return [int(r["step"]) for r in rows], [r[key] for r in rows]
-
-    def last(self, key: str) -> float:
-        return self.series(key)[1][-1]
-
-    def best(self, key: str, mode: str = "min") -> float:
-        values = self.series(key)[1]
-        return min(values) if mode == "min" else max(values)
-
-    def plot(self, keys: Sequence[str] | None = None, ax=None, logy: bool = False):
-        """Plot metrics against the step (train and validation on one axis); returns the axis."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
-        keys = list(keys) if keys is not None else [k for k in self.keys() if "loss" in k]
-        for key in keys:
-            steps, values = self.series(key)
-            ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=3, label=key)
-        ax.set_xlabel("step")
-        if logy:
-            ax.set_yscale("log")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        return ax
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-
-class Callback:
-    """Hooks into the training loop; override the ones you need.  ``on_checkpoint`` gets the
-    file each checkpoint was written to, on the rank that wrote it (rank 0)."""
-
-    def on_train_start(self, trainer: Trainer) -> None: ...
-    def on_step_end(self, trainer: Trainer) -> None: ...
-    def on_eval_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
-    def on_train_end(self, trainer: Trainer) -> None: ...
-    def on_checkpoint(self, trainer: Trainer, path: Path) -> None: ...
-
-
-class EveryN(Callback):
-    """Call ``fn(trainer)`` every ``n`` steps (and at the end), e.g. to draw samples."""
-
-    def __init__(self, n: int, fn: Callable[[Trainer], None], at_end: bool = True):
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        self.n, self.fn, self.at_end = n, fn, at_end
-
-    def on_step_end(self, trainer: Trainer) -> None:
-        if trainer.step % self.n == 0:
-            self.fn(trainer)
-
-    def on_train_end(self, trainer: Trainer) -> None:
-        if self.at_end and trainer.step % self.n != 0:
-            self.fn(trainer)
-
-
-# ----------------------------------------------------------------------------------------------
-# distributed helpers
-
-
-def distributed_env() -> tuple[int, int, int]:
-    """``(rank, local_rank, world_size)`` from torchrun's environment (``(0, 0, 1)`` without it)."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world
-
-
-def _init_distributed(device: torch.device) -> None:
-    if dist.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
 
 
 class _LossModule(nn.Module):
@@ -954,16 +592,6 @@ class Trainer:
         self.load_state_dict(load_checkpoint(path, map_location=self.device))
 
 
-def _batch_len(batch: Any) -> int:
-    if isinstance(batch, Tensor):
-        return len(batch)
-    if isinstance(batch, (list, tuple)) and batch:
-        return _batch_len(batch[0])
-    if isinstance(batch, dict) and batch:
-        return _batch_len(next(iter(batch.values())))
-    return 1
-
-
 def _plain(x: Any) -> Any:
     """Tuples to lists, recursively (``weights_only`` loading accepts both; lists are JSON-like)."""
     if isinstance(x, (list, tuple)):
@@ -977,18 +605,3 @@ def _tuples(x: Any) -> Any:
     if isinstance(x, list):
         return tuple(_tuples(v) for v in x)
     return x
-
-
-__all__ = [
-    "Callback",
-    "EveryN",
-    "History",
-    "NonFiniteLossError",
-    "Objective",
-    "TensorLoader",
-    "TrainConfig",
-    "Trainer",
-    "distributed_env",
-    "lr_factor",
-    "move_to",
-]
