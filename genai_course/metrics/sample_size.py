@@ -1,0 +1,109 @@
+"""How the sample metrics depend on the sample count N: the floor of FID and KID between two
+sets of real digits (:func:`real_vs_real_floor`) and both estimates against N
+(:func:`metrics_vs_sample_size`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._checks import _check_features, _check_pair
+from .distances import _mmd2_unbiased, fid_from_features, kid_from_features
+from .features import FeatureSpace
+
+__all__ = ["metrics_vs_sample_size", "real_pair", "real_vs_real_floor"]
+
+TEST_SPLIT_SIZE = 500  # digits in load_mnist("test"), the cap of real_vs_real_floor
+
+
+def real_pair(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """n training digits and n held-out test digits, drawn at random with ``seed``: the two
+    real sets of :func:`real_vs_real_floor` (the same draw for the same n and seed).
+
+    Returns:
+        (train_images, test_images), each (n, 1, 28, 28) float32 in [0, 1].
+    """
+    from ..data import load_mnist
+
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= TEST_SPLIT_SIZE:
+        raise ValueError(
+            f"n must be an int in [2, {TEST_SPLIT_SIZE}] (the test split has "
+            f"{TEST_SPLIT_SIZE} digits), got {n!r}"
+        )
+    x_train, _ = load_mnist("train")
+    x_test, _ = load_mnist("test")
+    g = torch.Generator().manual_seed(seed)
+    real_a = x_train[torch.randperm(len(x_train), generator=g)[:n]]
+    real_b = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+    return real_a, real_b
+
+
+def real_vs_real_floor(
+    n: int, space: FeatureSpace | None = None, seed: int = 0
+) -> dict[str, float]:
+    """FID and KID between n training digits and n test digits, drawn at random with ``seed``
+    (:func:`real_pair`).
+
+    Both sets are real MNIST, so this is what a perfect generator scores with n samples: the
+    floor that FIDs computed with n samples should be read against. The test split has 500
+    digits, hence n <= 500.
+
+    Returns:
+        ``{"fid": float, "kid": float}`` (KID is the mean over subsets).
+    """
+    real_a, real_b = real_pair(n, seed)
+    space = FeatureSpace() if space is None else space
+    fa, fb = space.features(real_a), space.features(real_b)
+    return {"fid": fid_from_features(fa, fb), "kid": kid_from_features(fa, fb, seed=seed)[0]}
+
+
+def metrics_vs_sample_size(
+    reference: Tensor | np.ndarray,
+    other: Tensor | np.ndarray,
+    sizes: list[int] | tuple[int, ...],
+    repeats: int = 5,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """FID and KID between n features drawn from ``reference`` and n from ``other``, for each
+    n in ``sizes``: how the two estimates depend on the sample count.
+
+    Each of ``repeats`` draws takes n rows of each set at random without replacement; KID is
+    the unbiased estimate on the whole draw (one subset of m = n). FID's plug-in estimate is
+    biased upwards by roughly a constant over n (its expectation is close to linear in 1/n),
+    KID's expectation does not depend on n.
+
+    Args:
+        reference: (N_r, D) features, e.g. of held-out digits.
+        other: (N_o, D) features, e.g. of samples or of other real digits.
+        sizes: sample counts, each in [2, min(N_r, N_o)].
+        repeats: random draws per size (a size equal to both set sizes gives equal draws).
+        seed: seed of the draws.
+
+    Returns:
+        ``{"n", "fid_mean", "fid_std", "kid_mean", "kid_std"}``, arrays of len(sizes).
+    """
+    ref = _check_features(reference, "reference")
+    oth = _check_features(other, "other")
+    _check_pair(ref, oth)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    largest = min(len(ref), len(oth))
+    for n in sizes:
+        if isinstance(n, bool) or int(n) != n or not 2 <= n <= largest:
+            raise ValueError(f"every size must be an int in [2, {largest}], got {n!r}")
+    g = torch.Generator().manual_seed(seed)
+    values = np.empty((len(sizes), repeats, 2))  # (size, draw, [FID, KID])
+    for i, n in enumerate(sizes):
+        for j in range(repeats):
+            a = ref[torch.randperm(len(ref), generator=g)[: int(n)]]
+            b = oth[torch.randperm(len(oth), generator=g)[: int(n)]]
+            values[i, j] = fid_from_features(a, b), _mmd2_unbiased(a, b)
+    fid_values, kid_values = values[..., 0], values[..., 1]
+    return {
+        "n": np.asarray(sizes, dtype=int),
+        "fid_mean": fid_values.mean(1),
+        "fid_std": fid_values.std(1),
+        "kid_mean": kid_values.mean(1),
+        "kid_std": kid_values.std(1),
+    }
