@@ -94,7 +94,7 @@ def train_robust_classifier(opts: RunOptions) -> dict[str, Any]:
     """Adversarially train the digit classifier (Madry et al.): every batch is replaced by its
     PGD-7 examples at eps = 0.1 against the current weights; the weights with the best PGD-10
     accuracy on 200 validation digits are kept. Reports clean, FGSM and PGD accuracy on the
-    500 held-out test digits at eps 0.05, 0.1 and 0.2."""
+    500 held-out test digits at eps 0.05, 0.1 and 0.2 (50 of each at the smoke profile)."""
     from ..adversarial import AdversarialLoss, robust_accuracy
 
     model, loader, (xv, yv), (xt, yt) = _digit_classifier_setup(opts)
@@ -103,9 +103,13 @@ def train_robust_classifier(opts: RunOptions) -> dict[str, Any]:
         opts.profile, steps=steps, monitor="val_robust_acc", **opts.trainer_settings()
     )
 
+    # the smoke profile checks that the recipe runs: 50 digits keep its attacks to seconds
+    n_eval = pick(smoke=50, cpu=None, full=None, profile=opts.profile)
+    xt, yt = xt[:n_eval], yt[:n_eval]
+
     def val_metrics(m: Any) -> dict[str, float]:
         g = torch.Generator().manual_seed(opts.seed)
-        n = 200
+        n = pick(smoke=50, cpu=200, full=200, profile=opts.profile)
         return {
             "val_acc": m.accuracy(xv, yv),
             "val_robust_acc": robust_accuracy(m, xv[:n], yv[:n], 0.1, steps=10, generator=g),
