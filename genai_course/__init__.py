@@ -1,6 +1,7 @@
 """genai_course: the companion package of the genai-course book.
 
-Modules, from the bottom of the dependency order up (each imports only from the layers below):
+Modules, from the bottom of the dependency order up (each imports only from its own layer or
+the layers below):
 
 1. Input checks and building blocks, which import nothing of the package:
    :mod:`~genai_course.config` (the base of every config: ``to_dict``/``from_dict`` and one

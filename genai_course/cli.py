@@ -216,6 +216,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if args.model not in kinds:
         return _error(f"{args.model!r} is not a shipped generator; sampleable: {sorted(kinds)}")
     kind = kinds[args.model]
+    if args.n is None:
+        args.n = {"digits": 64, "points": 64, "text": 1, "tunes": 4}[kind]
     if args.n < 1:
         return _error(f"--n must be >= 1, got {args.n}")
     allowed = _SAMPLE_OPTIONS[kind]
@@ -378,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("model", help="a shipped generator: genai-course info lists them")
-    p.add_argument("--n", type=int, default=64, help="samples (default 64)")
+    p.add_argument("--n", type=int, default=None, help="samples (64 images, 1 text, 4 tunes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help=".png/.safetensors, .txt or .abc")
     p.add_argument("--label", type=int, default=None, help="digit 0..9 (conditional models)")

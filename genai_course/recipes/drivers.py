@@ -426,24 +426,32 @@ def gan_objectives(n_critic: int = 1) -> list[Objective]:
     ]
 
 
-def gan_trainer(kind: str, profile: str, *, seed: int = 0, **train: Any) -> tuple[Any, Trainer]:
+def gan_trainer(
+    kind: str,
+    profile: str,
+    *,
+    seed: int = 0,
+    model: dict[str, Any] | None = None,
+    **train: Any,
+) -> tuple[Any, Trainer]:
     """A new GAN of ``kind`` and the :class:`~genai_course.train.Trainer` that trains it on the
-    4,000 training digits with :func:`gan_settings` (``train`` overrides TrainConfig fields):
-    what ``genai-course train`` runs, and what chapters 06 and 07 call. ``seed`` seeds the
+    4,000 training digits with :func:`gan_settings` (``model`` overrides GANConfig fields,
+    e.g. ``{"mode_seeking": 0.0}``; ``train`` overrides TrainConfig fields): what
+    ``genai-course train`` runs, and what chapters 06 and 07 call. ``seed`` seeds the
     initialisation, the batch order and the Trainer."""
     from ..models.gan import GAN
 
     torch.manual_seed(seed)
     x, y = data.load_mnist("train")
     st = gan_settings(kind, profile)
-    model = GAN(st.model)
+    gan = GAN(replace(st.model, **(model or {})))
     trainer = Trainer(
-        model,
+        gan,
         TensorLoader(x, y, batch_size=st.train.batch_size, seed=seed),
         replace(st.train, seed=seed, **train),
         objectives=gan_objectives(st.n_critic),
     )
-    return model, trainer
+    return gan, trainer
 
 
 def train_gan(opts: RunOptions, kind: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class TrainConfig(Config):
     optimizer: str = "adamw"  # adamw | adam | sgd | rmsprop
     weight_decay: float = 0.0  # decoupled for adamw, L2 in the loss gradient for the others
     # which parameters weight decay applies to (see decay_param_groups): "matrices" spares
-    # biases and norm gains (every 1-D parameter), as nanoGPT and Hugging Face do; "all" decays
+    # biases and norm gains (every 1-D parameter), as nanoGPT does; "all" decays
     # every parameter, the rule of the checkpoints shipped before the rule existed
     decay_rule: str = "matrices"
     decay_embeddings: bool = True  # with "matrices": embedding tables are decayed too (nanoGPT)
@@ -91,7 +91,8 @@ def decay_param_groups(
     and convolutional layers. A bias or a LayerNorm/BatchNorm gain is a per-channel offset or
     scale: shrinking a gain towards 0 (rather than towards its neutral value 1) only fights the
     normalisation, so ``rule="matrices"`` gives every parameter with fewer than 2 dimensions no
-    decay, as nanoGPT, minGPT and the Hugging Face trainers do. Embedding tables are matrices;
+    decay, nanoGPT's rule (minGPT and the Hugging Face Trainer spare biases and LayerNorm
+    weights by type and name, the same parameters in a transformer). Embedding tables are matrices;
     ``decay_embeddings=False`` spares them too (minGPT's choice). ``rule="all"`` decays
     everything (one group), the behaviour of checkpoints trained before the rule.
 
