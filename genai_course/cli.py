@@ -94,9 +94,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     profile = args.profile or current_profile()
     if args.resume and args.checkpoint_dir is None:
         raise SystemExit("--resume needs --checkpoint-dir: the folder of the run to continue")
-    every = args.checkpoint_every
-    if every is None:
-        every = 500 if args.checkpoint_dir is not None else 0
     opts = RunOptions(
         profile=profile,
         out=args.out,
@@ -106,7 +103,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         compile=args.compile,
         progress=not args.no_progress,
         checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=every,
+        checkpoint_every=args.checkpoint_every,
         resume=args.resume,
     )
     metrics = recipe.train(opts)
@@ -194,8 +191,7 @@ def _digit_options(args: argparse.Namespace, name: str) -> dict:
             raise ValueError(f"{name} takes no --prompt (only diffusion-text-mnist does)")
         if args.label is not None:
             raise ValueError("give --prompt or --label, not both")
-        given["prompts"] = [args.prompt] * args.n
-        return {"options": given, "labels": None, "raw_prompt": True}
+        return {"options": given, "labels": None}
     labels = None
     if args.label is not None:
         if not spec.conditional:
@@ -205,7 +201,7 @@ def _digit_options(args: argparse.Namespace, name: str) -> dict:
         labels = torch.full((args.n,), args.label, dtype=torch.long)
     elif spec.conditional:
         labels = balanced_labels(args.n)
-    return {"options": given, "labels": labels, "raw_prompt": False}
+    return {"options": given, "labels": labels}
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -245,16 +241,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         if kind == "digits":
             chosen = _digit_options(args, name)
             gen = G.load_generator(name)
-            if chosen["raw_prompt"]:  # a free prompt: straight to the model's sampler
-                prompts = chosen["options"].pop("prompts")
-                g = torch.Generator().manual_seed(args.seed)
-                samples = gen.sampler.sample(
-                    args.n, generator=g, prompts=prompts, **chosen["options"]
-                ).clamp(0, 1)
-            else:
-                samples = G.sample_digits(
-                    gen, args.n, labels=chosen["labels"], seed=args.seed, **chosen["options"]
-                )
+            samples = G.sample_digits(
+                gen, args.n, labels=chosen["labels"], seed=args.seed, prompt=args.prompt,
+                **chosen["options"],
+            )  # fmt: skip
         elif kind == "points":
             samples = G.sample_points(name, args.n, seed=args.seed)
         else:

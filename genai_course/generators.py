@@ -273,14 +273,18 @@ def _check_labels(labels: Tensor | None, n: int, gen: DigitGenerator) -> Tensor 
 
 @torch.no_grad()
 def _draw(
-    gen: DigitGenerator, n: int, labels: Tensor | None, g: torch.Generator, options: dict
+    gen: DigitGenerator,
+    n: int,
+    labels: Tensor | None,
+    prompts: list[str] | None,
+    g: torch.Generator,
+    options: dict,
 ) -> Tensor:
-    """One batch of n images from ``gen``, random numbers from ``g``."""
+    """One batch of n images from ``gen`` (given labels, or prompts for a text model), random
+    numbers from ``g``."""
     sampler = gen.sampler
-    options = dict(options)
-    if gen.spec.prompt is not None and labels is not None:  # a text model: labels as prompts
-        options["prompts"] = [gen.spec.prompt(int(k)) for k in labels]
-        labels = None
+    if prompts is not None:
+        options = {**options, "prompts": prompts}
     device = next(sampler.parameters()).device
     y = None if labels is None else labels.to(device)
     return sampler.sample(n, labels=y, generator=g, **options)
@@ -294,6 +298,7 @@ def sample_digits(
     seed: int = 0,
     steps: int = 50,
     guidance: float | None = None,
+    prompt: str | None = None,
     batch_size: int = 500,
     **options: Any,
 ) -> Tensor:
@@ -313,6 +318,8 @@ def sample_digits(
             50, fewer are faster and somewhat worse.
         guidance: classifier-free guidance scale of a diffusion model; ``None`` for the
             registry's choice (one conditional pass, :math:`w = 1`).
+        prompt: for the text-to-image model, one prompt for every image (e.g. "a thick
+            seven") instead of the prompts written from ``labels``.
         batch_size: images drawn at once (memory).
         options: further sampling options the model takes (its spec's ``options``), e.g.
             ``sampler="ddpm"`` for a diffusion model or ``temperature`` for the VQ-VAE's prior.
@@ -328,7 +335,16 @@ def sample_digits(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = int(n)
-    labels = _check_labels(labels, n, gen)
+    if prompt is not None:
+        if gen.spec.prompt is None:
+            raise ValueError(f"{gen.name} is not text-conditioned: it takes no prompt")
+        if labels is not None:
+            raise ValueError("pass a prompt or labels, not both")
+        labels, prompts = None, [prompt] * n
+    else:
+        labels, prompts = _check_labels(labels, n, gen), None
+        if gen.spec.prompt is not None and labels is not None:  # a text model asked for digits
+            labels, prompts = None, [gen.spec.prompt(int(k)) for k in labels]
     takes = gen.spec.options
     if "guidance" in takes:
         options["guidance"] = gen.spec.guidance if guidance is None else guidance
@@ -346,7 +362,8 @@ def sample_digits(
     for start in range(0, n, batch_size):
         size = min(batch_size, n - start)
         y = None if labels is None else labels[start : start + size]
-        chunks.append(_draw(gen, size, y, g, options).float().cpu())
+        p = None if prompts is None else prompts[start : start + size]
+        chunks.append(_draw(gen, size, y, p, g, options).float().cpu())
     return torch.cat(chunks).clamp(0, 1)
 
 
@@ -355,7 +372,7 @@ def sample_digits(
 POINT_GENERATORS = ("gmm-ring",)
 TEXT_GENERATORS = ("gpt-pydocs", "gpt-folk")
 ALIASES = {"vqvae-prior": "vqvae-mnist"}  # the prior alone draws codes; with its VQ-VAE, digits
-DEFAULT_PROMPTS = {"gpt-pydocs": "The ", "gpt-folk": "X:1\n"}
+DEFAULT_PROMPTS = {"gpt-pydocs": "The "}  # gpt-folk with no prompt writes whole tunes
 
 
 def sampleable() -> dict[str, str]:

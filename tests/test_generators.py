@@ -208,3 +208,13 @@ def test_evaluation_table_rows(reference):
 def test_evaluate_images_needs_the_reference_count(reference):
     with pytest.raises(ValueError, match="n = 40"):
         G.evaluate_images(reference.heldout[:10], reference)
+
+
+def test_a_prompt_reaches_only_the_text_model():
+    with pytest.raises(ValueError, match="not text-conditioned"):
+        G.sample_digits("vae-mnist", 2, prompt="a seven")
+    with pytest.raises(ValueError, match="a prompt or labels, not both"):
+        G.sample_digits("diffusion-text-mnist", 2, prompt="a seven", labels=torch.tensor([7, 7]))
+    one = G.sample_digits("diffusion-text-mnist", 2, prompt="a seven", steps=2)
+    written = G.sample_digits("diffusion-text-mnist", 2, labels=torch.tensor([7, 7]), steps=2)
+    torch.testing.assert_close(one, written)  # 'a seven' is the prompt written for label 7

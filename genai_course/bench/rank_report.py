@@ -81,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.model not in RECIPES:
         raise SystemExit(f"unknown recipe {args.model!r}; known: {sorted(RECIPES)}")
     profile = args.profile or current_profile()
-    every = args.checkpoint_every
-    if every is None:  # as genai-course train: every 500 steps when checkpoints are kept
-        every = 500 if args.checkpoint_dir is not None else 0
     recorder = RunRecorder()
     opts = RunOptions(
         profile=profile,
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision,
         progress=not args.no_progress,
         checkpoint_dir=args.checkpoint_dir,
-        checkpoint_every=every,
+        checkpoint_every=args.checkpoint_every,
         callbacks=[recorder],
     )
     metrics = RECIPES[args.model].train(opts)

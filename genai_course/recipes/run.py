@@ -68,7 +68,9 @@ class RunOptions:
     compile: bool = False
     progress: bool = True
     checkpoint_dir: str | None = None  # resumable Trainer checkpoints (last.pt per trainer)
-    checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end
+    # steps between checkpoints; 0: only at the end; None: every 500 steps when checkpoint_dir
+    # is set (else 0), the default of genai-course train
+    checkpoint_every: int | None = None
     resume: bool = False  # continue each trainer from its last.pt in checkpoint_dir, if any
     callbacks: Sequence[Callback] = ()  # added to every Trainer the run fits (timers, probes)
     # the files ship wrote, in order (the .safetensors, then the manifest, per checkpoint)
@@ -77,6 +79,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir: the folder of the run to continue")
+        if self.checkpoint_every is None:
+            self.checkpoint_every = 500 if self.checkpoint_dir is not None else 0
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
