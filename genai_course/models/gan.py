@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ..checks import check_values
 from ..config import Config, check_choice, check_positive
+from .diff_augment import POLICIES, diff_augment
 from .gan_losses import (
     discriminator_loss,
     generator_loss_nonsaturating,
@@ -70,11 +71,17 @@ class GANConfig(Config):
     gp_weight: float = 10.0  # lambda of the gradient penalty (wgan-gp)
     drift: float = 1e-3  # wgan-gp: + drift * E[f(x)^2] keeps critic scores from drifting
     mode_seeking: float = 0.0  # weight of the mode-seeking term of the generator loss (MSGAN)
+    # DiffAugment policy (Zhao et al., 2020): the discriminator sees augmented real and fake
+    # images in both losses (images only); "none" | "translation" | "cutout" | "translation,cutout"
+    augment: str = "none"
 
     def validate(self) -> None:
         check_choice(self, "arch", ARCHS)
         check_choice(self, "loss", LOSSES)
         check_choice(self, "upsample", UPSAMPLES)
+        check_choice(self, "augment", POLICIES)
+        if self.augment != "none" and len(self.data_shape) != 3:
+            raise ValueError(f"augment {self.augment!r} needs images (C, H, W), got {self.data_shape}")
         if len(self.data_shape) not in (1, 3) or min(self.data_shape) < 1:
             raise ValueError(
                 f"data_shape must be (C, H, W) for images or (D,) for vectors, got {self.data_shape}"
@@ -323,6 +330,11 @@ class GAN(nn.Module):
 
     # -- the two losses -----------------------------------------------------------------------
 
+    def _judge(self, x: Tensor, y: Tensor | None) -> Tensor:
+        """The discriminator's scores as the losses use them: of DiffAugment-ed images when
+        ``config.augment`` is set (a fresh draw per call, real and fake alike), else of ``x``."""
+        return self.discriminator(diff_augment(x, self.config.augment), y)
+
     def discriminator_loss(self, batch: Tensor | tuple) -> tuple[Tensor, dict[str, Tensor]]:
         """The discriminator's (critic's) loss on a batch of real data and as many fakes.
 
@@ -333,11 +345,11 @@ class GAN(nn.Module):
         real, y = self._unpack(batch)
         with torch.no_grad():
             fake = self.generator(self.latents(len(real)).to(real.dtype), y)
-        real_out = self.discriminator(real, y)
-        fake_out = self.discriminator(fake, y)
+        real_out = self._judge(real, y)
+        fake_out = self._judge(fake, y)
         if c.loss == "wgan-gp":
             critic = wasserstein_critic_loss(real_out, fake_out)
-            gp = gradient_penalty(lambda x: self.discriminator(x, y), real, fake)
+            gp = gradient_penalty(lambda x: self._judge(x, y), real, fake)
             loss = critic + c.gp_weight * gp + c.drift * real_out.pow(2).mean()
             return loss, {"wasserstein": -critic.detach(), "gp": gp.detach()}
         loss = discriminator_loss(real_out, fake_out)
@@ -354,7 +366,7 @@ class GAN(nn.Module):
         real, y = self._unpack(batch)
         z = self.latents(len(real)).to(real.dtype)
         fake = self.generator(z, y)
-        out = self.discriminator(fake, y)
+        out = self._judge(fake, y)
         if c.loss == "wgan-gp":
             loss = wasserstein_generator_loss(out)
         elif c.loss == "minimax":
