@@ -164,3 +164,15 @@ def test_package_key_changes_with_any_package_file(tmp_path):
     before = runner.package_key(tmp_path)
     (tmp_path / "genai_course" / "a.py").write_text("x = 2\n")
     assert runner.package_key(tmp_path) != before
+
+
+def test_every_notebook_cell_has_an_id_and_no_outputs():
+    # nbformat 4.5 requires cell ids (a missing one is a warning today, an error later); the
+    # notebooks in git carry no outputs (the executed copy keeps them)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        ids = [cell.get("id") for cell in nb["cells"]]
+        assert all(ids), f"{path.name}: cell {ids.index(None)} has no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: duplicate cell ids"
+        for i, cell in enumerate(nb["cells"]):
+            assert not cell.get("outputs"), f"{path.name}: cell {i} has outputs"
