@@ -3,9 +3,12 @@
 ``genai-course train`` calls these after training; the chapters call them on their own runs
 so that a notebook's figure and the shipped checkpoint's are measured the same way.  Image
 metrics live in :mod:`genai_course.metrics`; this module draws the samples and the held-out
-reference and puts the figures together.  (:func:`genai_course.generators.evaluation_table`
-is chapter 16's side-by-side table of every generator; its reference is another draw, so its
-figures are not these.)
+reference and puts the figures together.  Every figure is read against the one reference of
+the course, :func:`genai_course.metrics.real_pair`: held-out test digits, and as many
+validation digits for the real-vs-real floor (digits that neither the feature network nor any
+generator learnt from).  (:func:`genai_course.generators.evaluation_table` is chapter 16's
+side-by-side table of every generator on the same reference; its samples are drawn through
+:func:`~genai_course.generators.sample_digits`, so its figures differ from these by the draw.)
 """
 
 from __future__ import annotations
@@ -34,14 +37,18 @@ def heldout_reference(
     n: int, seed: int
 ) -> tuple[M.FeatureSpace, Tensor, dict[str, float], torch.Generator]:
     """What the sample metrics compare against: the digit classifier's feature space, the
-    (n, D) features of ``n`` held-out test digits drawn with ``seed``, the real-vs-real floor
-    at ``n`` (:func:`~genai_course.metrics.real_vs_real_floor`), and the generator (advanced
-    past the draw) for the samples."""
+    (n, D) features of the ``n`` held-out test digits of :func:`~genai_course.metrics.real_pair`
+    (for n = 500 all of them), the real-vs-real floor at ``n`` (those test digits against as
+    many validation digits, :func:`~genai_course.metrics.real_vs_real_floor`), and a generator
+    seeded with ``seed`` for the samples (its own stream, not the reference's draw)."""
     space = M.FeatureSpace()
-    xt, _ = data.load_mnist("test")
-    g = torch.Generator().manual_seed(seed)
-    real = xt[torch.randperm(len(xt), generator=g)[:n]]
-    return space, space.features(real), M.real_vs_real_floor(n, space, seed=seed), g
+    val, test = M.real_pair(n, seed)
+    f_test, f_val = space.features(test), space.features(val)
+    floor = {
+        "fid": M.fid_from_features(f_test, f_val),
+        "kid": M.kid_from_features(f_test, f_val, seed=seed)[0],
+    }
+    return space, f_test, floor, torch.Generator().manual_seed(seed)
 
 
 def robustness_metrics(

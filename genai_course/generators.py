@@ -43,6 +43,7 @@ from .models.vqvae import VQVAEGenerator
 __all__ = [
     "ALIASES",
     "DIGIT_GENERATORS",
+    "TABLE_GENERATORS",
     "POINT_GENERATORS",
     "TEXT_GENERATORS",
     "DigitGenerator",
@@ -65,6 +66,7 @@ __all__ = [
     "sample_points",
     "sample_text",
     "sampleable",
+    "stratified_training_digits",
     "table_markdown",
     "text_diffusion_metrics",
 ]
@@ -121,6 +123,10 @@ _SPECS = (
         conditional=False, likelihood="pixels",
     ),
     GeneratorSpec(
+        "vae-binary-mnist", "vae", ("vae-binary-mnist",),
+        "VAE on binarised digits (MLP; its likelihood: chapter 03)", "03", conditional=False,
+    ),
+    GeneratorSpec(
         "cvae-mnist", "vae", ("cvae-mnist",), "class-conditional VAE, 3-d latent", "04",
         conditional=True, likelihood="pixels",
     ),
@@ -156,6 +162,9 @@ _SPECS = (
     ),
 )  # fmt: skip
 DIGIT_GENERATORS: dict[str, GeneratorSpec] = {s.name: s for s in _SPECS}
+# chapter 16's table of generators of the grey digits: the binarised-digit VAE models other data
+# (its samples are probabilities of black-or-white pixels), so it is scored in chapter 03 instead
+TABLE_GENERATORS: tuple[str, ...] = tuple(n for n in DIGIT_GENERATORS if n != "vae-binary-mnist")
 """Name -> :class:`GeneratorSpec` of every shipped digit generator (``diffusion-mnist-uncond``
 is the ``diffusion-mnist`` network given its "no label" index)."""
 
@@ -458,9 +467,16 @@ def heldout_nll(
       decoder is deterministic, so it is no likelihood of the pixels, and is not comparable.
 
     Both VAEs have Bernoulli decoders evaluated on grey pixels in [0, 1]: their NLL is a
-    cross-entropy with a floor at the pixels' binary entropy (``vae.bernoulli_nll_floor``), not
-    the likelihood of 8-bit pixels; the figures VAE papers report are on binarised digits, so it
-    compares only with other Bernoulli-decoder models on the same grey pixels. GANs have no
+    cross-entropy with a floor at the pixels' binary entropy (``vae.bernoulli_nll_floor``, about
+    46 nats per test digit), not the likelihood of 8-bit pixels; the figures VAE papers report
+    are on binarised digits, so it compares only with other Bernoulli-decoder models on the same
+    grey pixels. What depends on the model is the part above the floor,
+    ``nll_above_floor_nats`` = cross-entropy minus floor :math:`= \\frac1N \\sum_n \\sum_p
+    \\mathrm{KL}\\big(\\mathrm{Bern}(x_{np}) \\,\\|\\, \\mathrm{Bern}(\\pi_{np})\\big)` for a decoder
+    with pixel probabilities :math:`\\pi`: an excess over the best any Bernoulli decoder can do
+    on these fixed grey targets, 0 only for :math:`\\pi = x`. For a VAE, whose :math:`\\pi`
+    depends on z, the exact excess is :math:`-\\log \\mathbb E_{p(z)} \\exp(-\\sum_p
+    \\mathrm{KL}_p)`, still >= 0, and the IWAE bound lies above it. GANs have no
     likelihood; diffusion models have a variational bound that needs a discrete decoder and
     ~1,000 network passes per image, which this function does not compute.
 
@@ -472,14 +488,16 @@ def heldout_nll(
 
     Returns:
         ``{"nll_nats", "bits_per_dim" (None for codes), "n", "k", "unit", "comparable",
-        "note"}`` plus ``"bits_per_code"`` (VQ-VAE) or, for the cVAE, ``"nll_given_label_nats"``
+        "note"}`` plus ``"bits_per_code"`` (VQ-VAE), or for both VAEs ``"floor_nats"`` (the
+        mean ``bernoulli_nll_floor`` of the images) and ``"nll_above_floor_nats"`` (``nll_nats``
+        minus it), and for the cVAE also ``"nll_given_label_nats"``
         (:math:`-\\log p(x \\mid y)` at the true label) and ``"label_accuracy"`` (the share of
         digits whose bound is highest at their own label).  The marginal minus the
         label-given NLL is the mean of :math:`\\log(10\\,p(y \\mid x))` under the model's Bayes
         posterior: at most :math:`\\log 10`, 0 for a decoder that ignores the label, and at
         most 0 on average for a posterior unrelated to the label (Jensen's inequality).
     """
-    from .models.vae import iwae_bound
+    from .models.vae import bernoulli_nll_floor, iwae_bound
 
     gen = _as_generator(generator)
     if gen.spec.likelihood is None:
@@ -529,8 +547,11 @@ def heldout_nll(
         }
         note = f"IWAE bound of p(x) = mean over the 10 labels of p(x|y), k = {k} per label"
     mean = nll.mean().item()
+    floor = bernoulli_nll_floor(images).double().mean().item()
     return {
         "nll_nats": mean,
+        "floor_nats": floor,
+        "nll_above_floor_nats": mean - floor,
         "bits_per_dim": M.bits_per_dim(mean, PIXELS),
         "n": n,
         "k": k,
@@ -555,9 +576,10 @@ class EvaluationReference:
         heldout_features: (n, D) their features.
         train: all training digits, for the nearest-neighbour distances.
         heldout_nn: (n,) distance of each held-out digit to its nearest training digit.
-        floor: the metrics of n *training* digits against the held-out ones (what a perfect
-            generator scores at this n): ``fid``, ``kid``, ``precision``, ``recall``.
-        floor_images: those n training digits.
+        floor: the metrics of n *validation* digits against the held-out ones (new real
+            digits that neither the feature network nor any generator was trained on: what a
+            perfect generator scores at this n): ``fid``, ``kid``, ``precision``, ``recall``.
+        floor_images: those n validation digits.
     """
 
     n: int
@@ -573,15 +595,16 @@ class EvaluationReference:
 def evaluation_reference(
     n: int = 500, seed: int = 0, space: M.FeatureSpace | None = None
 ) -> EvaluationReference:
-    """n held-out test digits and the real-vs-real floor at n (the draw of
-    :func:`~genai_course.metrics.real_pair`; for n = 500 all the test digits)."""
+    """n held-out test digits and the real-vs-real floor at n: n validation digits against
+    them (the draw of :func:`~genai_course.metrics.real_pair`, the reference of every figure
+    of the course; for n = 500 all the test digits and all the validation digits)."""
     space = M.FeatureSpace() if space is None else space
     floor_images, heldout = M.real_pair(n, seed)
     f_ref, f_floor = space.features(heldout), space.features(floor_images)
     train, _ = load_mnist("train")
     floor = {
         "fid": M.fid_from_features(f_ref, f_floor),
-        "kid": M.kid_from_features(f_ref, f_floor)[0],
+        "kid": M.kid_from_features(f_ref, f_floor, seed=seed)[0],
         **M.precision_recall(f_ref, f_floor),
     }
     return EvaluationReference(
@@ -643,6 +666,23 @@ class Evaluation:
         raise KeyError(f"no row {name!r}; rows: {[r['model'] for r in self.rows]}")
 
 
+def stratified_training_digits(n: int, seed: int = 0) -> Tensor:
+    """(n, 1, 28, 28) training digits drawn at random with ``seed``, as many of each class as
+    :func:`balanced_labels` gives (50 of each for n = 500), like the floor's validation digits.
+
+    Class counts move FID: in the digit classifier's features most of the variance lies between
+    classes, so a set with random class counts sits farther from the stratified test digits
+    than a stratified one does (chapter 16 measures it)."""
+    x, y = load_mnist("train")
+    counts = torch.bincount(balanced_labels(n), minlength=NUM_CLASSES)
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in range(NUM_CLASSES):
+        of_class = torch.nonzero(y == c).flatten()
+        picks.append(of_class[torch.randperm(len(of_class), generator=g)[: int(counts[c])]])
+    return x[torch.cat(picks)]
+
+
 def evaluation_table(
     names: list[str] | tuple[str, ...] | None = None,
     n: int = 500,
@@ -655,39 +695,44 @@ def evaluation_table(
     space: M.FeatureSpace | None = None,
     device: str | torch.device = "cpu",
 ) -> Evaluation:
-    """Score every generator in ``names`` (default: all of :data:`DIGIT_GENERATORS`) with n
+    """Score every generator in ``names`` (default: :data:`TABLE_GENERATORS`) with n
     samples against the same n held-out test digits.
 
     Each row has ``model``, ``chapter``, ``conditional``, the metrics of
-    :func:`evaluate_images`, ``nll_bits_per_dim`` (from :func:`heldout_nll` with ``nll_k``
-    importance samples, for models with a pixel likelihood; NaN otherwise or when ``nll_k`` is
-    None; ``likelihoods`` maps names to :func:`heldout_nll` results already computed, which are
-    used instead), ``nll_note`` and ``seconds`` (the time to draw the n samples). Conditional models
+    :func:`evaluate_images`, ``nll_above_floor_nats`` (from :func:`heldout_nll` with ``nll_k``
+    importance samples, for the Bernoulli-decoder VAEs: their cross-entropy of the grey test
+    digits minus its floor, nats per digit; NaN otherwise or when ``nll_k`` is None;
+    ``likelihoods`` maps names to :func:`heldout_nll` results already computed, which are used
+    instead), ``nll_bits_per_dim`` (bits per dimension of the 8-bit test digits,
+    :func:`~genai_course.metrics.bits_per_dim_dequantised`'s convention, for models with a
+    density of the pixels: NaN for every generator listed so far, since a Bernoulli
+    cross-entropy of grey levels is no probability of bytes), ``nll_note`` and ``seconds`` (the time to draw the n samples). Conditional models
     are drawn with :func:`balanced_labels`, diffusion models with ``steps`` DDIM steps.
 
-    With ``real_rows``, two rows of real digits come first: ``real: train digits`` (n
-    training digits: the floor row, and a perfect copier of the training set) and ``real: val
-    digits`` (n validation digits: new data, as a perfect generator would draw). The
-    generators run on ``device``; the metrics on the CPU.
+    With ``real_rows``, two rows of real digits come first: ``real: val digits`` (the n
+    validation digits of the floor: new data, as a perfect generator would draw; its
+    ``fid_ratio`` is 1 by construction) and ``real: train digits`` (n training digits drawn
+    with ``seed``, as many of each class as :func:`balanced_labels` gives, so that its class
+    counts match the floor's: a perfect copier of the training set, whose features the feature
+    network was fitted to). The generators run on ``device``; the metrics on the CPU.
     """
-    names = list(DIGIT_GENERATORS) if names is None else list(names)
+    names = list(TABLE_GENERATORS) if names is None else list(names)
     for name in names:
         _spec(name)
     reference = evaluation_reference(n, seed, space)
     rows: list[dict[str, Any]] = []
     samples: dict[str, Tensor] = {}
     if real_rows:
-        x_val, _ = load_mnist("val")
-        pick = torch.randperm(len(x_val), generator=torch.Generator().manual_seed(seed))[:n]
         for name, images, what in (
-            ("real: train digits", reference.floor_images, "training digits (the floor)"),
-            ("real: val digits", x_val[pick], "validation digits (new data)"),
+            ("real: val digits", reference.floor_images, "validation digits (the floor)"),
+            ("real: train digits", stratified_training_digits(n, seed), "training digits (a copier)"),
         ):
             samples[name] = images
             rows.append(
                 {"model": name, "description": what, "chapter": "", "conditional": False}
                 | evaluate_images(images, reference)
-                | {"nll_bits_per_dim": math.nan, "nll_note": "", "seconds": math.nan}
+                | {"nll_above_floor_nats": math.nan, "nll_bits_per_dim": math.nan}
+                | {"nll_note": "", "seconds": math.nan}
             )
     for name in names:
         gen = load_generator(name, device)
@@ -696,14 +741,15 @@ def evaluation_table(
         images = sample_digits(gen, n, labels=labels, seed=seed, steps=steps)
         seconds = time.perf_counter() - start
         samples[name] = images
-        nll, note = math.nan, "not computed" if gen.spec.likelihood else "no likelihood"
+        nll, excess = math.nan, math.nan
+        note = "not computed" if gen.spec.likelihood else "no likelihood"
         result = (likelihoods or {}).get(name)
         if result is None and gen.spec.likelihood is not None and nll_k is not None:
             result = heldout_nll(gen, k=nll_k, seed=seed)
         if result is not None:
             note = result["note"]
             if result["comparable"]:
-                nll = result["bits_per_dim"]
+                excess = result["nll_above_floor_nats"]
             else:
                 note = f"{result['bits_per_code']:.2f} bits per code ({note})"
         rows.append(
@@ -714,7 +760,8 @@ def evaluation_table(
                 "conditional": gen.conditional,
             }
             | evaluate_images(images, reference, labels)
-            | {"nll_bits_per_dim": nll, "nll_note": note, "seconds": seconds}
+            | {"nll_above_floor_nats": excess, "nll_bits_per_dim": nll}
+            | {"nll_note": note, "seconds": seconds}
         )
     return Evaluation(rows, samples, reference)
 

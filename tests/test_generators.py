@@ -22,6 +22,7 @@ def test_registry_covers_every_shipped_digit_generator():
     shipped = {c for spec in G.DIGIT_GENERATORS.values() for c in spec.checkpoints}
     assert shipped == {
         "vae-mnist",
+        "vae-binary-mnist",
         "cvae-mnist",
         "vqvae-mnist",
         "vqvae-prior",
@@ -31,6 +32,8 @@ def test_registry_covers_every_shipped_digit_generator():
         "diffusion-mnist",
         "diffusion-text-mnist",
     }
+    # chapter 16's table: every generator of the grey digits
+    assert set(G.DIGIT_GENERATORS) - set(G.TABLE_GENERATORS) == {"vae-binary-mnist"}
     conditional = {n for n, s in G.DIGIT_GENERATORS.items() if s.conditional}
     assert conditional == {
         "cvae-mnist",
@@ -187,14 +190,17 @@ def test_held_out_digits_against_themselves_score_the_trivial_values(reference):
 def test_evaluation_table_rows(reference):
     ev = G.evaluation_table(["gan-cgan-mnist"], n=40, nll_k=None, space=reference.space)
     assert [r["model"] for r in ev.rows] == [
-        "real: train digits",
         "real: val digits",
+        "real: train digits",
         "gan-cgan-mnist",
     ]
-    floor_row, cgan = ev.row("real: train digits"), ev.row("gan-cgan-mnist")
-    # the training digits are the floor, and copies of the training set
+    floor_row, copier = ev.row("real: val digits"), ev.row("real: train digits")
+    cgan = ev.row("gan-cgan-mnist")
+    # the validation digits are the floor; the training digits are copies of the training set
     assert floor_row["fid"] == pytest.approx(floor_row["fid_floor"])
-    assert floor_row["copies"] == 1.0 and floor_row["nn_median"] == 0.0
+    assert torch.equal(ev.samples["real: val digits"], reference.floor_images)
+    assert copier["copies"] == 1.0 and copier["nn_median"] == 0.0
+    assert floor_row["nn_median"] > 0  # new digits: none is a training digit
     assert all(r["n"] == 40 for r in ev.rows)
     assert cgan["fid"] > 0 and cgan["fid_ratio"] == pytest.approx(cgan["fid"] / cgan["fid_floor"])
     assert cgan["accuracy"] > 0.8 and math.isnan(floor_row["accuracy"])
@@ -218,3 +224,14 @@ def test_a_prompt_reaches_only_the_text_model():
     one = G.sample_digits("diffusion-text-mnist", 2, prompt="a seven", steps=2)
     written = G.sample_digits("diffusion-text-mnist", 2, labels=torch.tensor([7, 7]), steps=2)
     torch.testing.assert_close(one, written)  # 'a seven' is the prompt written for label 7
+
+
+def test_stratified_training_digits_have_the_floors_class_counts():
+    from genai_course.data import load_mnist
+
+    x = G.stratified_training_digits(40, seed=1)
+    x_train, y_train = load_mnist("train")
+    index = {tuple(r): int(y) for r, y in zip((x_train.flatten(1) * 255).round().int().tolist(), y_train)}
+    labels = torch.tensor([index[tuple(r)] for r in (x.flatten(1) * 255).round().int().tolist()])
+    assert torch.equal(torch.bincount(labels, minlength=10), torch.bincount(G.balanced_labels(40), minlength=10))
+    assert torch.equal(x, G.stratified_training_digits(40, seed=1))

@@ -265,12 +265,31 @@ def test_fid_of_images_separates_real_from_noise(classifier, test_digits):
 
 def test_real_pair_is_the_draw_of_the_floor(classifier):
     space = FeatureSpace(classifier)
-    train_part, test_part = real_pair(60, seed=2)
-    assert train_part.shape == test_part.shape == (60, 1, 28, 28)
-    f_a, f_b = space.features(train_part), space.features(test_part)
+    val_part, test_part = real_pair(60, seed=2)
+    assert val_part.shape == test_part.shape == (60, 1, 28, 28)
+    f_a, f_b = space.features(val_part), space.features(test_part)
     assert real_vs_real_floor(60, space, seed=2)["fid"] == pytest.approx(
-        fid_from_features(f_a, f_b)
+        fid_from_features(f_b, f_a)
     )
+
+
+def test_the_floor_pairs_validation_and_test_digits_none_of_them_training_digits():
+    from genai_course.data import load_mnist
+
+    val_part, test_part = real_pair(500, seed=0)
+    x_train, _ = load_mnist("train")
+    x_val, _ = load_mnist("val")
+    x_test, _ = load_mnist("test")
+    # n = 500 takes every validation and every test digit ...
+    for part, split in ((val_part, x_val), (test_part, x_test)):
+        assert torch.equal(part.flatten(1).sum(1).sort().values, split.flatten(1).sum(1).sort().values)
+    # ... and none of them is a training digit (the feature network was fitted to those)
+    train_keys = {tuple(row) for row in (x_train.flatten(1) * 255).round().to(torch.uint8).tolist()}
+    for part in (val_part, test_part):
+        keys = {tuple(row) for row in (part.flatten(1) * 255).round().to(torch.uint8).tolist()}
+        assert not keys & train_keys
+    # the test digits are drawn first: a seed names the same test digits at every n
+    assert torch.equal(real_pair(20, seed=3)[1], real_pair(500, seed=3)[1][:20])
 
 
 def test_fid_is_biased_with_few_samples_and_kid_is_not():

@@ -4,20 +4,24 @@ import math
 
 import pytest
 import torch
-from torch import nn
-from torch.distributions import Bernoulli, MultivariateNormal, Normal
+from torch.distributions import Bernoulli, Normal
 
 from genai_course.data import load_digits
 from genai_course.models.vae import (
     VAE,
+    AnnealedVAELoss,
+    ProbabilisticPCA,
     VAEConfig,
+    active_units,
     aggregate_posterior_moments,
     bernoulli_log_likelihood,
     bernoulli_nll_floor,
+    free_bits_kl,
     gaussian_kl_standard,
     gaussian_log_likelihood,
     iwae_bound,
     iwae_nll,
+    latent_activity,
     log_normal_diag,
 )
 from genai_course.train import TrainConfig, Trainer
@@ -100,40 +104,6 @@ def test_gaussian_and_bernoulli_log_likelihoods_match_torch_distributions():
 # the bounds, on probabilistic PCA where log p(x) is exact
 
 
-class LinearGaussianVAE(nn.Module):
-    """Probabilistic PCA with an affine Gaussian encoder, exposing what ``iwae_bound`` uses.
-
-    p(z) = N(0, I_d), p(x|z) = N(Wz + b, s^2 I_D), hence p(x) = N(b, WW^T + s^2 I_D);
-    q(z|x) = N(A(x - b), diag exp(logvar)).
-    """
-
-    def __init__(self, W, b, s, A, logvar):
-        super().__init__()
-        self.W, self.b, self.s, self.A = W, b, s, A
-        self.logvar = nn.Parameter(logvar)  # a parameter, so iwae_bound finds the device
-
-    def encode(self, x):
-        mu = (x - self.b) @ self.A.T  # (B, d)
-        return mu, self.logvar.expand_as(mu)
-
-    def decode(self, z):
-        return z @ self.W.T + self.b  # (B, D), the mean of p(x|z)
-
-    def log_likelihood(self, x, mean):
-        return gaussian_log_likelihood(mean, x, self.s)
-
-    def log_marginal(self, x):
-        cov = self.W @ self.W.T + self.s**2 * torch.eye(len(self.b), dtype=x.dtype)
-        return MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
-
-    def exact_elbo(self, x):
-        """E_q[log p(x|z)] - KL in closed form: the expected squared error adds tr(W S W^T)."""
-        mu, logvar = self.encode(x)
-        fit = gaussian_log_likelihood(self.decode(mu), x, self.s)
-        spread = (logvar.exp() * self.W.pow(2).sum(0)).sum(-1) / (2 * self.s**2)
-        return fit - spread - gaussian_kl_standard(mu, logvar)
-
-
 def _ppca(mean_scale: float = 1.0, mean_noise: float = 0.0, logvar_shift: float = 0.0):
     """PPCA with orthogonal columns in W, so the exact posterior is a diagonal Gaussian:
     M = W^T W + s^2 I is diagonal, mean M^{-1} W^T (x - b), covariance s^2 M^{-1}.
@@ -144,11 +114,9 @@ def _ppca(mean_scale: float = 1.0, mean_noise: float = 0.0, logvar_shift: float 
     Q, _ = torch.linalg.qr(torch.randn(D, d, generator=g, dtype=torch.float64))
     W = Q * torch.tensor([2.0, 1.0], dtype=torch.float64)  # columns orthogonal, lengths 2 and 1
     b = torch.randn(D, generator=g, dtype=torch.float64)
-    M = W.T @ W + s**2 * torch.eye(d, dtype=torch.float64)
-    A = torch.linalg.solve(M, W.T)  # (d, D)
-    logvar = torch.log(s**2 / M.diagonal())
+    A, logvar = ProbabilisticPCA.exact_encoder(W, s)  # (d, D), (d,)
     A = mean_scale * A + mean_noise * torch.randn(d, D, generator=g, dtype=A.dtype)
-    model = LinearGaussianVAE(W, b, s, A, logvar + logvar_shift)
+    model = ProbabilisticPCA(W, b, s, A, logvar + logvar_shift)
     z = torch.randn(8, d, generator=g, dtype=torch.float64)
     x = model.decode(z) + s * torch.randn(8, D, generator=g, dtype=torch.float64)
     return model, x
@@ -202,6 +170,23 @@ def test_iwae_recovers_the_ppca_marginal_with_the_exact_posterior():
     bound = iwae_bound(model, x, 5000, batch_size=3000, generator=g)
     assert (gap_elbo > 0.05).all()  # the ELBO alone misses the target ...
     assert ((log_px - bound).abs() < 0.05).all()  # ... which many samples reach
+
+
+def test_log_marginal_is_elbo_plus_posterior_kl_on_ppca():
+    # the identity log p(x) = ELBO(x) + KL(q(z|x) || p(z|x)), each side in closed form, for an
+    # encoder far from the posterior (chapter 03 shows it); the exact encoder closes the gap
+    model, x = _ppca(mean_scale=1.3, mean_noise=0.3, logvar_shift=-0.7)
+    gap = model.posterior_kl(x)
+    torch.testing.assert_close(model.exact_elbo(x) + gap, model.log_marginal(x))
+    assert (gap > 0.1).all()
+    exact, x = _ppca()
+    torch.testing.assert_close(exact.posterior_kl(x), torch.zeros(len(x), dtype=x.dtype))
+
+
+def test_ppca_rejects_mismatched_shapes():
+    W, b = torch.ones(5, 2), torch.zeros(5)
+    with pytest.raises(ValueError, match=r"expected W \(D, d\), b \(D,\)"):
+        ProbabilisticPCA(W, b, 0.5, torch.ones(2, 4), torch.zeros(2))
 
 
 def test_iwae_nll_reports_nats_and_bits_per_dim_of_a_vae():
@@ -367,3 +352,68 @@ def test_training_with_the_trainer_lowers_the_negative_elbo_on_digits():
     before = trainer.evaluate()["val_loss"]
     after = trainer.fit().last("val_loss")
     assert after < before - 8.0, (before, after)  # nats per 8x8 digit
+
+
+# ----------------------------------------------------------------------------------------------
+# posterior collapse: active units, free bits, KL warm-up
+
+
+def test_active_units_count_the_dims_whose_posterior_mean_moves_with_x():
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(1000, 4, generator=g) * torch.tensor([1.0, 0.5, 0.05, 0.0])
+    activity = latent_activity(mu)
+    assert activity.shape == (4,)
+    torch.testing.assert_close(activity, torch.tensor([1.0, 0.25, 0.0025, 0.0]), atol=0.1, rtol=0.1)
+    assert active_units(mu) == 2  # Burda et al.'s threshold 1e-2
+    assert active_units(mu, threshold=1e-3) == 3
+    with pytest.raises(ValueError, match=r"shape \(N, d\), N >= 2"):
+        latent_activity(torch.zeros(1, 4))
+
+
+def test_free_bits_floors_each_dims_batch_mean_kl():
+    mu = torch.tensor([[0.0, 2.0], [0.0, 2.0]])  # dim 0 on the prior (KL 0), dim 1 KL 2 nats
+    logvar = torch.zeros(2, 2)
+    assert free_bits_kl(mu, logvar, 0.0).item() == pytest.approx(2.0)
+    assert free_bits_kl(mu, logvar, 0.5).item() == pytest.approx(2.5)  # max(0.5, 0) + 2
+    assert free_bits_kl(mu, logvar, 3.0).item() == pytest.approx(6.0)
+    # below the floor the KL of a dimension has no gradient: nothing pulls it to the prior
+    mu = mu.clone().requires_grad_()
+    free_bits_kl(mu, logvar, 3.0).backward()
+    assert mu.grad.abs().sum() == 0
+    with pytest.raises(ValueError, match="free_bits must be >= 0"):
+        free_bits_kl(mu, logvar, -1.0)
+
+
+def test_annealed_loss_is_the_elbo_without_schedule_and_in_eval_mode():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(image_size=8, latent_dim=3, hidden=16))
+    x = load_digits("val")[0][:16]
+    plain, annealed = AnnealedVAELoss(), AnnealedVAELoss(warmup_steps=10, free_bits=1.0)
+    assert annealed.kl_weight(0) == 0.0 and annealed.kl_weight(5) == 0.5
+    assert annealed.kl_weight(20) == 1.0 and plain.kl_weight(0) == 1.0
+    model.eval()  # one draw of z per call: fix the noise to compare the two losses
+    torch.manual_seed(1)
+    loss_plain, logs = plain(model, x)
+    torch.manual_seed(1)
+    loss_eval, _ = annealed(model, x)
+    torch.manual_seed(1)
+    ref, ref_logs = model.loss(x)
+    torch.testing.assert_close(loss_plain, ref)
+    torch.testing.assert_close(loss_eval, ref)  # eval mode: the negative ELBO, schedule aside
+    torch.testing.assert_close(logs["kl"], ref_logs["kl"])
+    model.train()
+    torch.manual_seed(1)
+    loss_start, logs = annealed(model, x)  # step 0: no KL weight at all
+    torch.testing.assert_close(loss_start, logs["recon"])
+
+
+def test_annealed_loss_follows_the_trainers_step():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(image_size=8, latent_dim=3, hidden=16))
+    x = load_digits("train")[0]
+    loss = AnnealedVAELoss(warmup_steps=4)
+    config = TrainConfig(steps=6, batch_size=32, log_every=1, progress=False)
+    trainer = Trainer(model, x, config, loss_fn=loss, callbacks=[loss])
+    trainer.fit()
+    weights = [r["kl_weight"] for r in trainer.history.records if "kl_weight" in r]
+    assert weights == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0, 1.0])

@@ -22,8 +22,9 @@ Conventions shared by all loaders:
 The package, by job:
 
 - :mod:`~genai_course.data.splits` -- the split names, ``SPLIT_SEED``, :func:`stratified_split`;
-- :mod:`~genai_course.data.images` -- MNIST, digits, the 2-D toys and the ring, natural images,
-  :func:`random_shift`;
+- :mod:`~genai_course.data.images` -- MNIST (with :func:`binarise` and
+  :func:`load_binarised_mnist` for the binarised benchmark, :func:`dequantise` for densities on
+  8-bit pixels), digits, the 2-D toys and the ring, natural images, :func:`random_shift`;
 - :mod:`~genai_course.data.text` -- names by locale, the Python reference and its labels;
 - :mod:`~genai_course.data.music` -- folk tunes in ABC notation;
 - :mod:`~genai_course.data.tokenizers` -- :class:`CharTokenizer`, :func:`fold_to_vocab`;
@@ -40,10 +41,14 @@ from typing import Any
 
 from ..checks import check_image_batch, check_values
 from .images import (
+    BINARISE_SEED,
     IMAGE_NAMES,
     IMAGE_RANGE,
     MNIST_MIRROR,
     TOY2D_NAMES,
+    binarise,
+    dequantise,
+    load_binarised_mnist,
     load_digits,
     load_image,
     load_mnist,
@@ -76,6 +81,7 @@ from .tokenizers import CharTokenizer, fold_to_vocab
 # TensorLoader is importable from here as well, but documented once, beside the Trainer
 # (book/api.md), so it stays out of __all__.
 __all__ = [
+    "BINARISE_SEED",
     "DATASETS",
     "IMAGE_NAMES",
     "IMAGE_RANGE",
@@ -90,12 +96,15 @@ __all__ = [
     "ShardableStream",
     "TokenWindows",
     "TrainingStream",
+    "binarise",
     "char_windows",
     "check_image_batch",
     "check_values",
+    "dequantise",
     "fold_to_vocab",
     "load",
     "load_abc_tunes",
+    "load_binarised_mnist",
     "load_digits",
     "load_image",
     "load_mnist",

@@ -1,5 +1,6 @@
-"""Image and 2-D point datasets: MNIST, scikit-learn's digits, the 2-D toys (the ring of
-Gaussians, moons, circles), natural images, and the random shift that augments digit batches.
+"""Image and 2-D point datasets: MNIST (grey, or stochastically binarised), scikit-learn's
+digits, the 2-D toys (the ring of Gaussians, moons, circles), natural images, and the random
+shift that augments digit batches.
 
 Images are ``float32`` in ``IMAGE_RANGE`` = [0, 1], (N, C, H, W) for batches and (C, H, W) for one
 image; labels are ``int64`` (N,). The full 70,000-digit MNIST is the one dataset here that can
@@ -20,13 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoint import atomic_write
+from ..checks import check_values
 from .splits import _check_split, _derived_seed, _to_device, stratified_split
 
 __all__ = [
+    "BINARISE_SEED",
     "IMAGE_NAMES",
     "IMAGE_RANGE",
     "MNIST_MIRROR",
     "TOY2D_NAMES",
+    "binarise",
+    "dequantise",
+    "load_binarised_mnist",
     "load_digits",
     "load_image",
     "load_mnist",
@@ -219,6 +225,88 @@ def load_mnist(
     x = torch.from_numpy(images).to(torch.float32).div_(255.0).unsqueeze(1)
     y = torch.from_numpy(labels).to(torch.int64)
     return _to_device(x, device), _to_device(y, device)
+
+
+# binarised MNIST (Salakhutdinov & Murray 2008)
+
+BINARISE_SEED = 0  # the one draw of the binarised validation and test digits
+
+
+def binarise(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Stochastic binarisation: each pixel becomes 1 with probability its grey level.
+
+    ``out[n, c, i, j] ~ Bernoulli(x[n, c, i, j])`` independently, so ``E[out] = x``; pixels at
+    exactly 0 or 1 stay as they are. This is how binarised MNIST is made (Salakhutdinov and
+    Murray 2008): drawn once for a fixed benchmark, or afresh for every training batch
+    ("dynamic" binarisation, as Burda et al. 2016 train). Runs on ``x``'s device.
+
+    Args:
+        x: float images (N, C, H, W), or any float tensor, with values in [0, 1].
+        generator: source of the uniform draws (on the CPU or on ``x``'s device); ``None``
+            uses the global generator, which the Trainer's checkpoints save and restore.
+
+    Returns:
+        A new tensor of ``x``'s shape, dtype and device holding only 0.0 and 1.0.
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected a float tensor of grey levels in [0, 1], got {got}")
+    if check_values() and x.numel() and bool(((x < 0) | (x > 1)).any()):
+        raise ValueError(
+            f"grey levels must lie in [0, 1] to be Bernoulli probabilities, got values in "
+            f"[{x.min().item():.3g}, {x.max().item():.3g}]"
+        )
+    gen_device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype)
+    return (u.to(x.device) < x).to(x.dtype)
+
+
+def dequantise(x: Tensor, generator: torch.Generator | None = None, levels: int = 256) -> Tensor:
+    """Uniform dequantisation of 8-bit images: :math:`y = (k + u)/256`, :math:`u \\sim
+    \\mathcal U[0, 1)`, where :math:`k = \\mathrm{round}(255\\, x)` is the pixel's byte.
+
+    Each byte's value becomes a point drawn uniformly from its own interval
+    :math:`[k/256, (k+1)/256)`, so a continuous density on :math:`[0, 1]^D` scored on ``y``
+    bounds the likelihood of the bytes
+    (:func:`~genai_course.metrics.bits_per_dim_dequantised`).
+
+    Args:
+        x: float images in [0, 1] whose values are multiples of ``1 / (levels - 1)`` (what
+            :func:`load_mnist` returns).
+        generator: source of ``u`` (on the CPU or on ``x``'s device).
+        levels: quantisation levels, 256 for 8-bit pixels.
+
+    Returns:
+        A float tensor of ``x``'s shape, dtype and device with values in [0, 1).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"expected a float tensor of pixels in [0, 1], got {got}")
+    k = torch.round(x * (levels - 1))
+    if check_values() and x.numel() and bool(((k < 0) | (k > levels - 1)).any()):
+        raise ValueError(
+            f"pixels must lie in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]"
+        )
+    gen_device = generator.device if generator is not None else x.device
+    u = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+    # k + u can round up to k + 1 in float32: keep each value inside its own interval
+    top = torch.nextafter((k + 1) / levels, torch.zeros_like(k))
+    return torch.minimum((k + u) / levels, top)
+
+
+def load_binarised_mnist(
+    split: str = "test", *, seed: int = BINARISE_SEED, device: str | torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """The digits of ``load_mnist(split)`` binarised once with :func:`binarise` from a
+    generator seeded with ``seed`` (the same draw on every call): the fixed evaluation set of
+    the binarised benchmark. Train on dynamically binarised grey digits instead.
+
+    Returns:
+        x: float32 (N, 1, 28, 28) of 0.0 and 1.0; y: int64 (N,) digit labels.
+    """
+    x, y = load_mnist(split)
+    xb = binarise(x, torch.Generator().manual_seed(seed))
+    return _to_device(xb, device), _to_device(y, device)
 
 
 # scikit-learn digits

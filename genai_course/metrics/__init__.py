@@ -2,7 +2,8 @@
 
 What each metric measures, and what it misses:
 
-- **Likelihood** (:func:`bits_per_dim`, :func:`bits_per_char`): the average negative
+- **Likelihood** (:func:`bits_per_dim`, :func:`bits_per_dim_dequantised`,
+  :func:`bits_per_char`): the average negative
   log-likelihood of held-out data, rescaled to bits. It rewards covering all of the data and
   says nothing direct about how samples look: a model can have a good likelihood and poor
   samples, or the reverse. Only models with a (bound on the) likelihood have one; GANs do not.
@@ -33,8 +34,9 @@ What each metric measures, and what it misses:
 Every sample metric depends on the number of samples: the inputs' first dimension *is* the
 sample count N, and a number reported without its N cannot be compared. Even a perfect
 generator does not reach FID 0 with finitely many samples; :func:`real_vs_real_floor` gives the
-FID and KID between two disjoint sets of *real* digits (train vs test) of the same size n, the
-floor that a generator evaluated with n samples should be compared against, and
+FID and KID between two disjoint sets of *real* digits of the same size n that the feature
+network never learnt from (validation vs test; see :func:`real_pair` for why not training
+digits), the floor that a generator evaluated with n samples should be compared against, and
 :func:`metrics_vs_sample_size` shows how FID and KID move with n.
 
 The image metrics work in the feature space of the course's digit classifier (chapter 02, its
@@ -58,7 +60,7 @@ from .coverage import class_histogram, class_histogram_kl, conditional_accuracy,
 from .distances import feature_statistics, fid_from_features, frechet_distance, kid_from_features
 from .features import IMAGE_SHAPE as IMAGE_SHAPE
 from .features import FeatureSpace, fid, kid, linear_probe
-from .likelihood import bits_per_char, bits_per_dim
+from .likelihood import bits_per_char, bits_per_dim, bits_per_dim_dequantised
 from .neighbours import memorisation, nearest_neighbour_distance, precision_recall
 from .sample_size import TEST_SPLIT_SIZE as TEST_SPLIT_SIZE
 from .sample_size import metrics_vs_sample_size, real_pair, real_vs_real_floor
@@ -67,6 +69,7 @@ __all__ = [
     "FeatureSpace",
     "bits_per_char",
     "bits_per_dim",
+    "bits_per_dim_dequantised",
     "class_histogram",
     "class_histogram_kl",
     "conditional_accuracy",

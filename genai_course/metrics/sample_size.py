@@ -14,40 +14,57 @@ from .features import FeatureSpace
 
 __all__ = ["metrics_vs_sample_size", "real_pair", "real_vs_real_floor"]
 
-TEST_SPLIT_SIZE = 500  # digits in load_mnist("test"), the cap of real_vs_real_floor
+TEST_SPLIT_SIZE = 500  # digits in load_mnist("test") and in load_mnist("val"): the cap of n
 
 
 def real_pair(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """n training digits and n held-out test digits, drawn at random with ``seed``: the two
-    real sets of :func:`real_vs_real_floor` (the same draw for the same n and seed).
+    """n validation digits and n test digits, drawn at random with ``seed``: the two real sets
+    of :func:`real_vs_real_floor`, and the course's one evaluation reference (the test digits)
+    with the stand-in for a perfect generator (the validation digits).
+
+    Why validation digits and not training digits: a generator trained on the training digits
+    is asked for *new* digits, and validation digits are new digits from the same distribution
+    that no generator was trained on and that the feature network's weights were never fitted
+    to (chapter 02's classifier, and the VAEs, used them only to choose among checkpoints of
+    their own runs). Training digits are digits the feature network was fitted to. Both splits
+    are random parts of one set of 5,000 digits with exactly 50 digits of each class, so this
+    floor is the reference for generators drawn with balanced labels: class counts move FID in
+    these features (most of their variance lies between classes), and a set with random class
+    counts, real or generated, scores above it (chapter 16 measures by how much).
 
     Returns:
-        (train_images, test_images), each (n, 1, 28, 28) float32 in [0, 1].
+        (val_images, test_images), each (n, 1, 28, 28) float32 in [0, 1]; the test digits are
+        drawn first, so a given (n, seed) always names the same test digits (for n = 500, all).
     """
     from ..data import load_mnist
 
     if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= TEST_SPLIT_SIZE:
         raise ValueError(
-            f"n must be an int in [2, {TEST_SPLIT_SIZE}] (the test split has "
-            f"{TEST_SPLIT_SIZE} digits), got {n!r}"
+            f"n must be an int in [2, {TEST_SPLIT_SIZE}] (the test and validation splits have "
+            f"{TEST_SPLIT_SIZE} digits each), got {n!r}"
         )
-    x_train, _ = load_mnist("train")
+    x_val, _ = load_mnist("val")
     x_test, _ = load_mnist("test")
     g = torch.Generator().manual_seed(seed)
-    real_a = x_train[torch.randperm(len(x_train), generator=g)[:n]]
-    real_b = x_test[torch.randperm(len(x_test), generator=g)[:n]]
-    return real_a, real_b
+    test = x_test[torch.randperm(len(x_test), generator=g)[:n]]
+    val = x_val[torch.randperm(len(x_val), generator=g)[:n]]
+    return val, test
 
 
 def real_vs_real_floor(
     n: int, space: FeatureSpace | None = None, seed: int = 0
 ) -> dict[str, float]:
-    """FID and KID between n training digits and n test digits, drawn at random with ``seed``
-    (:func:`real_pair`).
+    """FID and KID between n validation digits and n test digits, drawn at random with
+    ``seed`` (:func:`real_pair`).
 
-    Both sets are real MNIST, so this is what a perfect generator scores with n samples: the
-    floor that FIDs computed with n samples should be read against. The test split has 500
-    digits, hence n <= 500.
+    Both sets are real MNIST that neither the feature network nor any generator was trained
+    on, so this is what a perfect generator drawn with balanced labels, one that draws new
+    digits from the data distribution, scores against those test digits with n samples: the
+    floor that FIDs computed with n samples are read against (``fid_ratio`` = FID / floor).
+    The splits have 500 digits each, hence n <= 500. Each split is class-stratified, so the two
+    sets are exchangeable only within classes, and KID's expectation is not 0 but a small
+    negative offset, -2 (K - 1) / (K (m - 1)) times the mean kernel between digits of one class
+    minus that between digits of different classes (K classes, m digits; chapter 16).
 
     Returns:
         ``{"fid": float, "kid": float}`` (KID is the mean over subsets).
@@ -55,7 +72,7 @@ def real_vs_real_floor(
     real_a, real_b = real_pair(n, seed)
     space = FeatureSpace() if space is None else space
     fa, fb = space.features(real_a), space.features(real_b)
-    return {"fid": fid_from_features(fa, fb), "kid": kid_from_features(fa, fb, seed=seed)[0]}
+    return {"fid": fid_from_features(fb, fa), "kid": kid_from_features(fb, fa, seed=seed)[0]}
 
 
 def metrics_vs_sample_size(

@@ -555,17 +555,216 @@ def iwae_nll(
     return {"nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2)), "k": int(k), "n": len(x)}
 
 
+# ----------------------------------------------------------------------------------------------
+# posterior collapse: active units, KL warm-up and free bits
+
+
+def latent_activity(mu: Tensor) -> Tensor:
+    """The activity of each latent unit (Burda et al. 2016): the variance over the data of its
+    posterior mean,
+
+    .. math:: A_u = \\mathrm{Cov}_x\\big(\\mathbb E_{q_\\phi(z \\mid x)}[z_u]\\big)
+       = \\mathrm{Var}_x\\big(\\mu_{\\phi, u}(x)\\big).
+
+    A unit whose posterior mean does not move with :math:`x` carries no information about the
+    image: its posterior is the same for every digit, and since the KL term pulls it onto the
+    prior, :math:`q(z_u \\mid x) \\approx \\mathcal N(0, 1)` (a *collapsed* unit).
+    mu (N, d) -> (d,).
+    """
+    if not isinstance(mu, Tensor) or mu.ndim != 2 or len(mu) < 2:
+        shape = tuple(mu.shape) if isinstance(mu, Tensor) else type(mu).__name__
+        raise ValueError(f"expected posterior means mu of shape (N, d), N >= 2, got {shape}")
+    return mu.double().var(0, unbiased=False).to(mu.dtype)
+
+
+def active_units(mu: Tensor, threshold: float = 1e-2) -> int:
+    """How many latent units have :func:`latent_activity` above ``threshold`` (Burda et al.
+    count a unit as active above :math:`10^{-2}`). mu (N, d) -> an int in [0, d]."""
+    return int((latent_activity(mu) > threshold).sum())
+
+
+def free_bits_kl(mu: Tensor, logvar: Tensor, free_bits: float) -> Tensor:
+    """The KL term with *free bits* (Kingma et al. 2016), one group per latent dim:
+
+    .. math:: \\sum_{j=1}^d \\max\\Big(\\lambda,\\;
+       \\frac1B \\sum_b \\mathrm{KL}\\big(q_\\phi(z_j \\mid x_b)\\,\\|\\,p(z_j)\\big)\\Big),
+
+    a scalar (nats per example). Below :math:`\\lambda` nats (``free_bits``), averaged over the
+    batch, a dimension's KL costs nothing, so the gradient no longer pushes it onto the prior:
+    each unit may carry up to :math:`\\lambda` nats for free. :math:`\\lambda = 0` is the
+    ordinary mean KL. With :math:`\\lambda > 0` the objective is no bound on
+    :math:`\\log p(x)`; evaluate with the ELBO.  mu, logvar (B, d) -> ().
+    """
+    if free_bits < 0:
+        raise ValueError(f"free_bits must be >= 0 nats, got {free_bits}")
+    per_dim = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1).mean(0)  # (d,) batch-mean KL
+    return per_dim.clamp(min=free_bits).sum()
+
+
+@dataclass
+class AnnealedVAELoss:
+    """A VAE training loss against posterior collapse: KL warm-up and free bits.
+
+    .. math:: \\mathcal L_s = \\frac1B \\sum_b -\\log p_\\theta(x_b \\mid z_b)
+       + \\beta\\, w_s \\sum_j \\max\\big(\\lambda, \\overline{\\mathrm{KL}}_j\\big), \\qquad
+       w_s = \\min(1, s / S),
+
+    at training step :math:`s`, with :math:`\\beta` the model's ``config.beta`` (1 for the
+    ELBO): the KL weight rises linearly from 0 to :math:`\\beta` over
+    ``warmup_steps`` = :math:`S` (KL annealing, Bowman et al. 2016; Sønderby et al. 2016
+    call it warm-up), so the decoder learns to use the codes before the KL term pulls them
+    onto the prior, and each dimension's batch-mean KL :math:`\\overline{\\mathrm{KL}}_j` below
+    ``free_bits`` = :math:`\\lambda` nats is not penalised (:func:`free_bits_kl`).
+    ``AnnealedVAELoss()`` is the model's own ``loss`` (the negative ELBO for :math:`\\beta = 1`).
+    In eval mode (validation) it is always the negative ELBO, so ``val_loss`` stays a bound
+    whatever the schedule and :math:`\\beta`.
+
+    It needs the step: pass the same object as ``loss_fn=`` and in ``callbacks=`` of the
+    :class:`~genai_course.train.Trainer`, which then tells it the step (also after a resume).
+    Logs ``recon``, ``kl`` (the plain mean KL) and ``kl_weight`` (:math:`\\beta\\, w_s`).
+    """
+
+    warmup_steps: int = 0
+    free_bits: float = 0.0
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0 nats, got {self.free_bits}")
+
+    def kl_weight(self, step: int | None = None) -> float:
+        """:math:`w_s = \\min(1, s / S)`, 1 without warm-up."""
+        s = self.step if step is None else step
+        return 1.0 if self.warmup_steps == 0 else min(1.0, s / self.warmup_steps)
+
+    def __call__(self, model: VAE, batch: Tensor | tuple[Tensor, ...] | list[Tensor]):
+        if isinstance(batch, (tuple, list)):
+            x, y = batch[0], (batch[1] if len(batch) > 1 else None)
+        else:
+            x, y = batch, None
+        decoded, mu, logvar = model(x, y)
+        recon = -model.log_likelihood(x.float(), decoded.float()).mean()
+        mu, logvar = mu.float(), logvar.float()
+        kl = gaussian_kl_standard(mu, logvar).mean()
+        if model.training:
+            weight = model.config.beta * self.kl_weight()
+            loss = recon + weight * free_bits_kl(mu, logvar, self.free_bits)
+        else:
+            weight, loss = 1.0, recon + kl
+        logs = {"recon": recon.detach(), "kl": kl.detach(), "kl_weight": torch.tensor(weight)}
+        return loss, logs
+
+    # the Trainer's callback hooks: only the step matters here
+    def on_train_start(self, trainer) -> None:
+        self.step = trainer.step
+
+    def on_step_end(self, trainer) -> None:
+        self.step = trainer.step
+
+    def on_eval_end(self, trainer, metrics) -> None: ...
+    def on_train_end(self, trainer) -> None: ...
+    def on_checkpoint(self, trainer, path) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# a latent-variable model whose likelihood and posterior are exact: probabilistic PCA
+
+
+class ProbabilisticPCA(nn.Module):
+    """Probabilistic PCA (Tipping and Bishop 1999) with an affine Gaussian encoder: a model on
+    which every quantity of this module can be checked against its exact value.
+
+    .. math:: p(z) = \\mathcal N(0, I_d), \\quad p(x \\mid z) = \\mathcal N(Wz + b, s^2 I_D)
+       \\;\\Rightarrow\\; p(x) = \\mathcal N(b,\\, WW^\\top + s^2 I_D), \\quad
+       p(z \\mid x) = \\mathcal N\\big(M^{-1} W^\\top (x - b),\\, s^2 M^{-1}\\big),
+
+    with :math:`M = W^\\top W + s^2 I_d`, and the encoder
+    :math:`q(z \\mid x) = \\mathcal N(A(x - b), \\mathrm{diag}\\, e^{\\texttt{logvar}})`.
+    ``encode``, ``decode`` and ``log_likelihood`` are what :func:`iwae_bound` needs;
+    :meth:`log_marginal`, :meth:`exact_elbo` and :meth:`posterior_kl` are in closed form, so
+    :math:`\\log p(x) = \\mathrm{ELBO}(x) + \\mathrm{KL}(q \\,\\|\\, p(z \\mid x))` can be checked.
+    :meth:`exact_encoder` gives the A and logvar of the true posterior (exact when W's columns
+    are orthogonal, so that :math:`M` and the posterior covariance are diagonal).
+
+    W (D, d), b (D,), s > 0, A (d, D), logvar (d,); all float64 is best for the checks.
+    """
+
+    def __init__(self, W: Tensor, b: Tensor, s: float, A: Tensor, logvar: Tensor):
+        super().__init__()
+        D, d = W.shape
+        if b.shape != (D,) or A.shape != (d, D) or logvar.shape != (d,) or s <= 0:
+            raise ValueError(
+                f"expected W (D, d), b (D,), A (d, D), logvar (d,) and s > 0; got W "
+                f"{tuple(W.shape)}, b {tuple(b.shape)}, A {tuple(A.shape)}, logvar "
+                f"{tuple(logvar.shape)}, s {s}"
+            )
+        self.W, self.b, self.s, self.A = W, b, float(s), A
+        self.logvar = nn.Parameter(logvar)  # a parameter, so iwae_bound finds the device
+
+    @staticmethod
+    def exact_encoder(W: Tensor, s: float) -> tuple[Tensor, Tensor]:
+        """(A, logvar) of the true posterior's mean map and the log of its variances (the
+        diagonal of :math:`s^2 M^{-1}`), A (d, D), logvar (d,)."""
+        M = W.T @ W + s**2 * torch.eye(W.shape[1], dtype=W.dtype)
+        return torch.linalg.solve(M, W.T), torch.log(s**2 * torch.linalg.inv(M).diagonal())
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, D) -> mu, logvar, each (B, d)."""
+        mu = (x - self.b) @ self.A.T
+        return mu, self.logvar.expand_as(mu)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """z (B, d) -> the mean of p(x | z), (B, D)."""
+        return z @ self.W.T + self.b
+
+    def log_likelihood(self, x: Tensor, mean: Tensor) -> Tensor:
+        """:math:`\\log p(x \\mid z)` (B,) from x and ``decode(z)``, both (B, D)."""
+        return gaussian_log_likelihood(mean, x, self.s)
+
+    def log_marginal(self, x: Tensor) -> Tensor:
+        """The exact :math:`\\log p(x)` (B,), x (B, D)."""
+        cov = self.W @ self.W.T + self.s**2 * torch.eye(len(self.b), dtype=x.dtype)
+        return torch.distributions.MultivariateNormal(self.b, covariance_matrix=cov).log_prob(x)
+
+    def exact_elbo(self, x: Tensor) -> Tensor:
+        """:math:`\\mathbb E_q[\\log p(x \\mid z)] - \\mathrm{KL}(q \\,\\|\\, p(z))` in closed form
+        (B,): the expected squared error adds :math:`\\mathrm{tr}(W \\Sigma_q W^\\top) / 2s^2`."""
+        mu, logvar = self.encode(x)
+        fit = gaussian_log_likelihood(self.decode(mu), x, self.s)
+        spread = (logvar.exp() * self.W.pow(2).sum(0)).sum(-1) / (2 * self.s**2)
+        return fit - spread - gaussian_kl_standard(mu, logvar)
+
+    def posterior_kl(self, x: Tensor) -> Tensor:
+        """:math:`\\mathrm{KL}(q(z \\mid x) \\,\\|\\, p(z \\mid x))` (B,) in closed form, the
+        true posterior with its full covariance."""
+        d = self.W.shape[1]
+        M = self.W.T @ self.W + self.s**2 * torch.eye(d, dtype=x.dtype)
+        post_mean = torch.linalg.solve(M, self.W.T @ (x - self.b).T).T  # (B, d)
+        post_cov = self.s**2 * torch.linalg.inv(M)
+        mu, logvar = self.encode(x)
+        q = torch.distributions.MultivariateNormal(mu, torch.diag_embed(logvar.exp()))
+        p = torch.distributions.MultivariateNormal(post_mean, covariance_matrix=post_cov)
+        return torch.distributions.kl_divergence(q, p)
+
+
 __all__ = [
     "ARCHS",
+    "AnnealedVAELoss",
     "LIKELIHOODS",
+    "ProbabilisticPCA",
     "VAE",
     "VAEConfig",
+    "active_units",
     "aggregate_posterior_moments",
     "bernoulli_log_likelihood",
     "bernoulli_nll_floor",
+    "free_bits_kl",
     "gaussian_kl_standard",
     "gaussian_log_likelihood",
     "iwae_bound",
     "iwae_nll",
+    "latent_activity",
     "log_normal_diag",
 ]

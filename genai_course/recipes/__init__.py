@@ -43,6 +43,7 @@ from .drivers import (
     train_robust_classifier,
     train_text_diffusion,
     train_vae,
+    train_vae_binary,
     train_vqvae,
 )
 from .run import Recipe, RunOptions
@@ -62,6 +63,7 @@ from .settings import (
     gpt_folk_settings,
     gpt_pydocs_settings,
     text_diffusion_settings,
+    vae_binary_settings,
     vae_settings,
     vqvae_settings,
 )
@@ -106,8 +108,10 @@ __all__ = [
     "train_robust_classifier",
     "train_text_diffusion",
     "train_vae",
+    "train_vae_binary",
     "train_vqvae",
     "tune_windows",
+    "vae_binary_settings",
     "vae_settings",
     "vqvae_settings",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "gpt_folk_settings",
     "gpt_pydocs_settings",
     "text_diffusion_settings",
+    "vae_binary_settings",
     "vae_settings",
     "vqvae_settings",
 ]
@@ -176,6 +177,26 @@ def vae_settings(profile: str, **model_overrides: Any) -> VAESettings:
     if model_overrides:
         model = replace(model, **model_overrides)
     steps = pick(smoke=4, cpu=6000, full=30000, profile=profile)
+    return VAESettings(model=model, train=_vae_train_settings(steps))
+
+
+def vae_binary_settings(profile: str) -> VAESettings:
+    """The VAE of the binarised-MNIST benchmark (``vae-binary-mnist``) for ``profile``.
+
+    An MLP (784-400-400 ReLU, 32 latent dims, the mirror back to 784 Bernoulli logits) trained
+    on the 4,000 training digits binarised afresh for every batch (dynamic binarisation, as
+    Burda et al. 2016 train) after a random shift of up to one pixel, keeping the weights of
+    the best validation ELBO on the validation digits binarised once. In one run each (seed 0,
+    full budget, k = 500), dropping the shifts made the best validation ELBO come at a fifth of
+    the steps and left the test NLL about 7 nats worse. An MLP rather than the conv net of ``vae-mnist``:
+    the IWAE evaluation at k = 5,000 passes every test digit 5,000 times through the decoder.
+    """
+    model = VAEConfig(
+        arch="mlp",
+        latent_dim=pick(smoke=4, cpu=32, full=32, profile=profile),
+        hidden=pick(smoke=32, cpu=400, full=400, profile=profile),
+    )
+    steps = pick(smoke=4, cpu=3000, full=30000, profile=profile)
     return VAESettings(model=model, train=_vae_train_settings(steps))
 
 
