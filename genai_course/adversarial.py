@@ -118,6 +118,7 @@ def pgd(
     steps: int = 10,
     step_size: float | None = None,
     random_start: bool = True,
+    restarts: int = 1,
     loss_fn: LossOnLogits = F.cross_entropy,
     clamp: tuple[float, float] = (0.0, 1.0),
     generator: torch.Generator | None = None,
@@ -126,6 +127,7 @@ def pgd(
 
     Starts at ``x`` plus uniform noise in [-eps, eps] (``random_start``), then ``steps``
     times: ``x_adv + step_size * sign(grad)``, projected onto the ball and the valid range.
+    ``steps=1, step_size=1.25 * eps`` is FGSM with a random start (Wong et al., 2020).
 
     Args:
         steps: number of gradient steps (>= 1).
@@ -134,6 +136,13 @@ def pgd(
             travel 2.5 eps, more than the ball's width of 2 eps, so one coordinate can go
             from face to face.  (Madry et al., 2018, themselves used 40 steps of 0.01 at
             eps = 0.3 on MNIST, 1.33 eps in all.)
+        restarts: independent random starts (>= 1; more than 1 needs ``random_start``),
+            run one after the other with ``generator``.  Each example keeps the first
+            restart's point that the model misclassifies (``argmax != y``: an untargeted
+            attack) and, where none does, the point of highest cross-entropy.  So an example
+            counts as robust only if every restart fails, and since the first ``r`` restarts
+            do not depend on how many follow, the robust accuracy is non-increasing in
+            ``restarts`` for a given generator seed (Madry et al., 2018, report restarts).
         generator: for the random start (CPU generator; the noise is moved to x's device).
 
     Returns:
@@ -142,18 +151,39 @@ def pgd(
     _check_inputs(x, y, eps, clamp)
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+    if restarts > 1 and not (random_start and eps > 0):
+        raise ValueError(
+            "restarts > 1 needs random_start=True and eps > 0 (else every run is the same)"
+        )
     alpha = 2.5 * eps / steps if step_size is None else step_size
     if not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"step_size must be >= 0, got {step_size}")
     x = x.detach()
-    x_adv = x
-    if random_start and eps > 0:
-        noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clamp)
-    for _ in range(steps):
-        grad = _input_gradient(model, x_adv, y, loss_fn)
-        x_adv = _project(x_adv + alpha * grad.sign(), x, eps, clamp)
-    return x_adv
+    best, best_loss, fooled = x, None, None
+    for _ in range(restarts):
+        x_adv = x
+        if random_start and eps > 0:
+            noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+            x_adv = _project(x + (2 * noise - 1) * eps, x, eps, clamp)
+        for _ in range(steps):
+            grad = _input_gradient(model, x_adv, y, loss_fn)
+            x_adv = _project(x_adv + alpha * grad.sign(), x, eps, clamp)
+        if restarts == 1:
+            return x_adv
+        with torch.no_grad():
+            logits = model(x_adv)
+        wrong, loss = logits.argmax(1) != y, F.cross_entropy(logits, y, reduction="none")
+        if fooled is None:
+            best, best_loss, fooled = x_adv, loss, wrong
+            continue
+        # replace where this restart fools an example not yet fooled, or raises the loss of one
+        # that no restart has fooled so far
+        take = (wrong & ~fooled) | (~wrong & ~fooled & (loss > best_loss))
+        best = torch.where(take.view(-1, *[1] * (x.ndim - 1)), x_adv, best)
+        best_loss, fooled = torch.where(take, loss, best_loss), fooled | wrong
+    return best
 
 
 ATTACKS: dict[str, Callable[..., Tensor]] = {"fgsm": fgsm, "pgd": pgd}
@@ -184,7 +214,9 @@ def robust_accuracy(
     """Share of ``x`` still classified correctly after the attack (clean accuracy at eps = 0).
 
     The model is put in eval mode for the measurement and restored afterwards; the attack runs
-    batch by batch on the model's device. ``kwargs`` go to the attack (``steps``, ...).
+    batch by batch on the model's device. ``kwargs`` go to the attack (``steps``,
+    ``restarts``, ...); with a ``generator``, the batches draw from it in turn, so the nesting
+    of restarts that :func:`pgd` describes holds exactly when all of ``x`` is one batch.
     """
     if len(x) == 0:
         raise ValueError("robust_accuracy needs at least one image")
@@ -278,6 +310,8 @@ class AdversarialLoss:
     ``x_adv`` from :func:`pgd` against the current weights (the model in eval mode while it
     attacks, so dropout does not help the defender and batch-norm statistics are not fed
     adversarial batches twice). ``clean_weight = 0`` is Madry et al.'s adversarial training.
+    ``steps=1, step_size=1.25 * eps`` is Wong et al.'s (2020) FGSM training from a random start
+    (FGSM-RS), and ``steps=1, step_size=eps, random_start=False`` plain FGSM training.
 
     Call ``trainer = Trainer(model, data, config, loss_fn=AdversarialLoss(eps=0.1))``; the
     logged extras are ``acc`` (on the adversarial batch) and ``clean_acc``.
@@ -286,6 +320,7 @@ class AdversarialLoss:
     eps: float = 0.1
     steps: int = 7
     step_size: float | None = None  # default 2.5 * eps / steps
+    random_start: bool = True
     clean_weight: float = 0.0
     seed: int = 0
 
@@ -308,6 +343,7 @@ class AdversarialLoss:
                 self.eps,
                 steps=self.steps,
                 step_size=self.step_size,
+                random_start=self.random_start,
                 generator=self._generator,
             )
         finally:

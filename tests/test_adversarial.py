@@ -83,6 +83,35 @@ def test_pgd_random_start_is_reproducible_and_zero_eps_is_the_identity(digits, c
     assert torch.equal(adversarial.fgsm(classifier, x, y, 0.0), x)
 
 
+def test_pgd_restarts_keep_an_example_fooled_by_any_restart_so_accuracy_never_rises(
+    digits, classifier
+):
+    x, y = digits[0][:64], digits[1][:64]
+    g = torch.Generator().manual_seed(0)  # three single restarts, one after the other
+    fooled = torch.stack(
+        [
+            classifier.predict(adversarial.pgd(classifier, x, y, 0.1, steps=3, generator=g)) != y
+            for _ in range(3)
+        ]
+    )  # (3, 64)
+    assert (fooled[1:] & ~fooled[0]).any()  # later starts find examples the first missed
+    x_adv = adversarial.pgd(
+        classifier, x, y, 0.1, steps=3, restarts=3, generator=torch.Generator().manual_seed(0)
+    )
+    assert (x_adv - x).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    wrong = classifier.predict(x_adv) != y
+    assert torch.equal(wrong, fooled.any(0))  # robust only if every restart failed
+    one_start = adversarial.robust_accuracy(
+        classifier, x, y, 0.1, steps=3, generator=torch.Generator().manual_seed(0)
+    )
+    assert one_start == pytest.approx(1 - fooled[0].float().mean().item())
+    assert one_start > 1 - wrong.float().mean().item()
+    with pytest.raises(ValueError, match="restarts must be"):
+        adversarial.pgd(classifier, x, y, 0.1, restarts=0)
+    with pytest.raises(ValueError, match="random_start"):
+        adversarial.pgd(classifier, x, y, 0.1, restarts=2, random_start=False)
+
+
 def test_attacks_leave_parameter_gradients_and_mode_alone(digits, classifier):
     x, y = digits[0][:8], digits[1][:8]
     classifier.train()
@@ -125,6 +154,18 @@ def test_adversarial_loss_trains_through_the_trainer(digits):
     assert adversarial.robust_accuracy(model, x, y, 0.1, steps=5) > before
     with pytest.raises(ValueError, match="clean_weight"):
         adversarial.AdversarialLoss(clean_weight=1.5)
+
+
+def test_adversarial_loss_without_random_start_trains_on_the_fgsm_examples(digits, classifier):
+    # steps=1, step_size=eps, no random start: the training batch is exactly FGSM's
+    x, y = digits[0][:32], digits[1][:32]
+    seen = []
+    model = copy.deepcopy(classifier).eval()
+    hook = model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
+    loss = adversarial.AdversarialLoss(eps=0.1, steps=1, step_size=0.1, random_start=False)
+    loss(model, (x, y))
+    hook.remove()
+    torch.testing.assert_close(seen[-1], adversarial.fgsm(classifier, x, y, 0.1))
 
 
 @pytest.mark.slow

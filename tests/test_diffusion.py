@@ -19,12 +19,15 @@ from genai_course.models.diffusion import (
     linear_beta_schedule,
     linear_noise_prediction_mse,
     noise_prediction_loss,
+    predict_eps_from_v,
     predict_eps_from_x0,
     predict_x0_from_eps,
+    predict_x0_from_v,
     q_posterior,
     q_sample,
     to_image_range,
     to_model_range,
+    v_target,
 )
 from genai_course.train import TrainConfig, Trainer
 
@@ -214,6 +217,43 @@ def test_x0_and_eps_predictions_invert_q_sample():
     xt = q_sample(s, x0, t, eps)
     torch.testing.assert_close(predict_x0_from_eps(s, xt, t, eps), x0)
     torch.testing.assert_close(predict_eps_from_x0(s, xt, t, x0), eps)
+
+
+def test_v_is_the_rate_of_change_of_xt_along_the_circle_and_inverts_to_x0_and_eps():
+    # x_t = cos(phi) x0 + sin(phi) eps with cos(phi) = sqrt(abar): v = dx_t/dphi (Salimans & Ho)
+    s = NoiseSchedule.from_name("linear", 1000)
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(5, 1, 3, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(5, 1, 3, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 9, 99, 499, 999])
+    phi = torch.arccos(s.sqrt_alphas_bar[t]).requires_grad_(True)
+    xt_phi = torch.cos(phi).view(-1, 1, 1, 1) * x0 + torch.sin(phi).view(-1, 1, 1, 1) * eps
+    (dx_dphi,) = torch.autograd.grad(xt_phi, phi, grad_outputs=torch.ones_like(xt_phi))
+    v = v_target(s, x0, t, eps)
+    torch.testing.assert_close(v.flatten(1).sum(1), dx_dphi)
+    xt = q_sample(s, x0, t, eps)
+    torch.testing.assert_close(xt, xt_phi.detach())
+    torch.testing.assert_close(predict_x0_from_v(s, xt, t, v), x0)
+    torch.testing.assert_close(predict_eps_from_v(s, xt, t, v), eps)
+
+
+def test_errors_of_the_three_parameterisations_are_one_error_scaled_by_the_snr():
+    # for any noise guess: x0-error^2 = eps-error^2 / SNR and v-error^2 = (1 + SNR) x0-error^2,
+    # SNR = abar / (1 - abar), pointwise
+    s = NoiseSchedule.from_name("cosine", 1000)
+    g = torch.Generator().manual_seed(5)
+    x0, eps, guess = (torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([0, 50, 500, 990])
+    xt = q_sample(s, x0, t, eps)
+    x0_hat = predict_x0_from_eps(s, xt, t, guess)
+    v_hat = v_target(s, x0_hat, t, guess)
+    snr = (s.alphas_bar / (1 - s.alphas_bar))[t].view(-1, 1, 1, 1)
+    err_eps, err_x0 = (guess - eps) ** 2, (x0_hat - x0) ** 2
+    torch.testing.assert_close(err_x0, err_eps / snr)
+    torch.testing.assert_close((v_hat - v_target(s, x0, t, eps)) ** 2, (1 + snr) * err_x0)
+    torch.testing.assert_close(predict_eps_from_v(s, xt, t, v_hat), guess)
+    with pytest.raises(ValueError, match="xt's shape"):
+        predict_x0_from_v(s, xt, t, v_hat[:, :, :2])
 
 
 @pytest.mark.parametrize(

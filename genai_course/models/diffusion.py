@@ -68,12 +68,15 @@ __all__ = [
     "linear_beta_schedule",
     "linear_noise_prediction_mse",
     "noise_prediction_loss",
+    "predict_eps_from_v",
     "predict_eps_from_x0",
     "predict_x0_from_eps",
+    "predict_x0_from_v",
     "q_posterior",
     "q_sample",
     "to_image_range",
     "to_model_range",
+    "v_target",
 ]
 
 SCHEDULES = ("linear", "cosine")
@@ -311,6 +314,64 @@ def _eps_from_x0(s: NoiseSchedule, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
     return (xt - _extract(s.sqrt_alphas_bar, t, xt) * x0) / _extract(
         s.sqrt_one_minus_alphas_bar, t, xt
     )
+
+
+def v_target(schedule: NoiseSchedule, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+    r"""The "velocity" of Salimans & Ho (2022), the regression target of v-prediction:
+
+    .. math:: v = \sqrt{\bar\alpha_t}\, \varepsilon - \sqrt{1 - \bar\alpha_t}\, x_0 .
+
+    With :math:`\sqrt{\bar\alpha_t} = \cos\phi_t` and :math:`\sqrt{1 - \bar\alpha_t} =
+    \sin\phi_t`, :math:`x_t = \cos\phi_t\, x_0 + \sin\phi_t\, \varepsilon` and :math:`v =
+    dx_t / d\phi_t`: the rate of change of the latent along the quarter circle from data to
+    noise.  (Salimans & Ho write :math:`\alpha_t` for this module's :math:`\sqrt{\bar\alpha_t}`
+    and :math:`\sigma_t` for :math:`\sqrt{1 - \bar\alpha_t}`.)  Given :math:`x_t`, each of
+    :math:`\varepsilon`, :math:`x_0` and :math:`v` determines the other two linearly
+    (:func:`predict_x0_from_eps`, :func:`predict_x0_from_v`, :func:`predict_eps_from_v`).
+
+    x0, noise (B, ...) in the model's range; t (B,) integer indices in [0, T) -> (B, ...).
+    """
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise {tuple(noise.shape)} must have x0's shape {tuple(x0.shape)}")
+    _check_timesteps(t, len(x0), schedule.T)
+    return (
+        _extract(schedule.sqrt_alphas_bar, t, x0) * noise.to(x0.dtype)
+        - _extract(schedule.sqrt_one_minus_alphas_bar, t, x0) * x0
+    )
+
+
+def predict_x0_from_v(schedule: NoiseSchedule, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    r"""The data that :math:`x_t` and a velocity :math:`v` imply (see :func:`v_target`):
+
+    .. math:: \hat x_0 = \sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, v,
+
+    since :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, v = (\bar\alpha_t + 1 -
+    \bar\alpha_t)\, x_0` (the :math:`\varepsilon` terms cancel).  A rotation back by
+    :math:`\phi_t`, so no division: unlike :func:`predict_x0_from_eps`, it stays bounded as
+    :math:`\bar\alpha_t \to 0`.
+
+    xt, v (B, ...); t (B,) integer indices in [0, T) -> (B, ...).
+    """
+    if v.shape != xt.shape:
+        raise ValueError(f"v {tuple(v.shape)} must have xt's shape {tuple(xt.shape)}")
+    _check_timesteps(t, len(xt), schedule.T)
+    return _extract(schedule.sqrt_alphas_bar, t, xt) * xt - _extract(
+        schedule.sqrt_one_minus_alphas_bar, t, xt
+    ) * v.to(xt.dtype)
+
+
+def predict_eps_from_v(schedule: NoiseSchedule, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    r"""The noise that :math:`x_t` and a velocity :math:`v` imply (see :func:`v_target`):
+    :math:`\hat\varepsilon = \sqrt{1 - \bar\alpha_t}\, x_t + \sqrt{\bar\alpha_t}\, v`.
+
+    xt, v (B, ...); t (B,) integer indices in [0, T) -> (B, ...).
+    """
+    if v.shape != xt.shape:
+        raise ValueError(f"v {tuple(v.shape)} must have xt's shape {tuple(xt.shape)}")
+    _check_timesteps(t, len(xt), schedule.T)
+    return _extract(schedule.sqrt_one_minus_alphas_bar, t, xt) * xt + _extract(
+        schedule.sqrt_alphas_bar, t, xt
+    ) * v.to(xt.dtype)
 
 
 def noise_prediction_loss(eps_pred: Tensor, eps: Tensor) -> Tensor:
