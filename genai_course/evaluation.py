@@ -5,8 +5,8 @@ so that a notebook's figure and the shipped checkpoint's are measured the same w
 metrics live in :mod:`genai_course.metrics`; this module draws the samples and the held-out
 reference and puts the figures together.  Every figure is read against the one reference of
 the course, :func:`genai_course.metrics.real_pair`: held-out test digits, and as many
-validation digits for the real-vs-real floor (digits that neither the feature network nor any
-generator learnt from).  (:func:`genai_course.generators.evaluation_table` is chapter 16's
+validation digits for the real-vs-real floor (digits no generator was trained on and no
+network's weights were fitted to).  (:func:`genai_course.generators.evaluation_table` is chapter 16's
 side-by-side table of every generator on the same reference; its samples are drawn through
 :func:`~genai_course.generators.sample_digits`, so its figures differ from these by the draw.)
 """
@@ -43,11 +43,8 @@ def heldout_reference(
     seeded with ``seed`` for the samples (its own stream, not the reference's draw)."""
     space = M.FeatureSpace()
     val, test = M.real_pair(n, seed)
-    f_test, f_val = space.features(test), space.features(val)
-    floor = {
-        "fid": M.fid_from_features(f_test, f_val),
-        "kid": M.kid_from_features(f_test, f_val, seed=seed)[0],
-    }
+    f_test = space.features(test)
+    floor = M.floor_from_features(f_test, space.features(val), seed)
     return space, f_test, floor, torch.Generator().manual_seed(seed)
 
 

@@ -602,11 +602,7 @@ def evaluation_reference(
     floor_images, heldout = M.real_pair(n, seed)
     f_ref, f_floor = space.features(heldout), space.features(floor_images)
     train, _ = load_mnist("train")
-    floor = {
-        "fid": M.fid_from_features(f_ref, f_floor),
-        "kid": M.kid_from_features(f_ref, f_floor, seed=seed)[0],
-        **M.precision_recall(f_ref, f_floor),
-    }
+    floor = M.floor_from_features(f_ref, f_floor, seed) | M.precision_recall(f_ref, f_floor)
     return EvaluationReference(
         n=n,
         space=space,

@@ -232,6 +232,13 @@ def load_mnist(
 BINARISE_SEED = 0  # the one draw of the binarised validation and test digits
 
 
+def _uniform_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """U[0, 1) draws of ``x``'s shape and dtype on ``x``'s device, from ``generator`` (on the
+    CPU or on ``x``'s device) or the global generator."""
+    device = generator.device if generator is not None else x.device
+    return torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
 def binarise(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Stochastic binarisation: each pixel becomes 1 with probability its grey level.
 
@@ -256,9 +263,7 @@ def binarise(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
             f"grey levels must lie in [0, 1] to be Bernoulli probabilities, got values in "
             f"[{x.min().item():.3g}, {x.max().item():.3g}]"
         )
-    gen_device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype)
-    return (u.to(x.device) < x).to(x.dtype)
+    return (_uniform_like(x, generator) < x).to(x.dtype)
 
 
 def dequantise(x: Tensor, generator: torch.Generator | None = None, levels: int = 256) -> Tensor:
@@ -287,8 +292,7 @@ def dequantise(x: Tensor, generator: torch.Generator | None = None, levels: int 
         raise ValueError(
             f"pixels must lie in [0, 1], got [{x.min().item():.3g}, {x.max().item():.3g}]"
         )
-    gen_device = generator.device if generator is not None else x.device
-    u = torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)
+    u = _uniform_like(x, generator)
     # k + u can round up to k + 1 in float32: keep each value inside its own interval
     top = torch.nextafter((k + 1) / levels, torch.zeros_like(k))
     return torch.minimum((k + u) / levels, top)

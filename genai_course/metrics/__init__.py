@@ -63,7 +63,7 @@ from .features import FeatureSpace, fid, kid, linear_probe
 from .likelihood import bits_per_char, bits_per_dim, bits_per_dim_dequantised
 from .neighbours import memorisation, nearest_neighbour_distance, precision_recall
 from .sample_size import TEST_SPLIT_SIZE as TEST_SPLIT_SIZE
-from .sample_size import metrics_vs_sample_size, real_pair, real_vs_real_floor
+from .sample_size import floor_from_features, metrics_vs_sample_size, real_pair, real_vs_real_floor
 
 __all__ = [
     "FeatureSpace",
@@ -76,6 +76,7 @@ __all__ = [
     "feature_statistics",
     "fid",
     "fid_from_features",
+    "floor_from_features",
     "frechet_distance",
     "kid",
     "kid_from_features",

@@ -12,7 +12,7 @@ from ._checks import _check_features, _check_pair
 from .distances import _mmd2_unbiased, fid_from_features, kid_from_features
 from .features import FeatureSpace
 
-__all__ = ["metrics_vs_sample_size", "real_pair", "real_vs_real_floor"]
+__all__ = ["floor_from_features", "metrics_vs_sample_size", "real_pair", "real_vs_real_floor"]
 
 TEST_SPLIT_SIZE = 500  # digits in load_mnist("test") and in load_mnist("val"): the cap of n
 
@@ -69,10 +69,21 @@ def real_vs_real_floor(
     Returns:
         ``{"fid": float, "kid": float}`` (KID is the mean over subsets).
     """
-    real_a, real_b = real_pair(n, seed)
+    val, test = real_pair(n, seed)
     space = FeatureSpace() if space is None else space
-    fa, fb = space.features(real_a), space.features(real_b)
-    return {"fid": fid_from_features(fb, fa), "kid": kid_from_features(fb, fa, seed=seed)[0]}
+    return floor_from_features(space.features(test), space.features(val), seed)
+
+
+def floor_from_features(
+    f_test: Tensor | np.ndarray, f_val: Tensor | np.ndarray, seed: int = 0
+) -> dict[str, float]:
+    """The floor's FID and KID from the features of :func:`real_pair`'s test and validation
+    digits, (n, D) each (KID's subsets drawn with ``seed``): what :func:`real_vs_real_floor`
+    returns, for callers that already hold the features."""
+    return {
+        "fid": fid_from_features(f_test, f_val),
+        "kid": kid_from_features(f_test, f_val, seed=seed)[0],
+    }
 
 
 def metrics_vs_sample_size(
